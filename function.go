@@ -1,0 +1,92 @@
+// Package onnewimage is the onNewImage Cloud Function: an event-driven
+// continuous-deployment trigger for GKE.
+//
+// It is fired by each message Cloud Build publishes to the cloud-builds
+// topic. For a SUCCESS build that pushed the configured image, it updates the
+// configured Deployment to that image, pinned by the digest the build
+// produced. Everything else is acknowledged with one log line saying why.
+//
+// A returned error asks Pub/Sub to deliver the message again (deploy with
+// --retry); nil means done, even when the function chose to do nothing.
+package onnewimage
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"sync"
+
+	"github.com/GoogleCloudPlatform/functions-framework-go/functions"
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/onnewimage/onnewimage/internal/cloudlog"
+	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/trigger"
+)
+
+func init() {
+	functions.CloudEvent("onNewImage", OnNewImage)
+}
+
+var (
+	logger = cloudlog.New(os.Stdout)
+
+	// handler reads the configuration once per instance, on first use.
+	handler = sync.OnceValues(func() (*trigger.Handler, error) {
+		cfg, err := config.Load(os.Getenv)
+		if err != nil {
+			return nil, err
+		}
+		return trigger.New(cfg, trigger.Options{}), nil
+	})
+)
+
+// OnNewImage handles one cloud-builds message.
+func OnNewImage(ctx context.Context, e event.Event) error {
+	h, err := handler()
+	if err != nil {
+		logger.LogAttrs(ctx, slog.LevelError, "configuration is invalid: "+err.Error(),
+			slog.String("messageId", e.ID()),
+			slog.String("outcome", string(rollout.Failed)),
+			slog.String("reason", err.Error()))
+		return nil // Redelivery cannot help until an operator redeploys.
+	}
+	rep, err := h.Handle(ctx, trigger.Event{ID: e.ID(), Time: e.Time(), Data: e.Data()})
+	retry := trigger.Retryable(err)
+	logReport(ctx, rep, retry)
+	if retry {
+		return err
+	}
+	return nil
+}
+
+// logReport writes the event's one log line.
+func logReport(ctx context.Context, rep trigger.Report, retry bool) {
+	level, msg := slog.LevelInfo, "skipped build "+rep.BuildID+": "+rep.Reason
+	switch rep.Outcome {
+	case rollout.Deployed:
+		level, msg = cloudlog.LevelNotice, "deployed "+rep.Image+" to "+rep.Target
+	case rollout.Failed:
+		level, msg = slog.LevelError, "failed to deploy build "+rep.BuildID+": "+rep.Reason
+	}
+	attrs := []slog.Attr{
+		slog.String("messageId", rep.MessageID),
+		slog.String("buildId", rep.BuildID),
+		slog.String("status", rep.Status),
+		slog.String("image", rep.Image),
+		slog.String("target", rep.Target),
+		slog.String("outcome", string(rep.Outcome)),
+		slog.String("reason", rep.Reason),
+	}
+	if rep.Previous != "" {
+		attrs = append(attrs, slog.String("previousImage", rep.Previous))
+	}
+	if rep.Outcome == rollout.Failed {
+		attrs = append(attrs, slog.Bool("retry", retry))
+	}
+	if rep.DryRun {
+		attrs = append(attrs, slog.Bool("dryRun", true), slog.String("patch", rep.Patch))
+	}
+	logger.LogAttrs(ctx, level, msg, attrs...)
+}

@@ -1,0 +1,249 @@
+// Package cluster connects the function to the Kubernetes API of its target
+// cluster, and keeps that connection across warm invocations.
+//
+// For GKE it asks the Container API for the cluster's endpoint and CA
+// (GetCluster), and authenticates with an OAuth2 bearer token from
+// Application Default Credentials. TLS is always verified against the
+// cluster's own CA. The connection is cached for a bounded time and dropped
+// as soon as a call fails below the Kubernetes API (TLS, connection refused,
+// timeouts), so a rotated CA or a moved endpoint is picked up on the retry.
+package cluster
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
+	container "cloud.google.com/go/container/apiv1"
+	"cloud.google.com/go/container/apiv1/containerpb"
+	"github.com/googleapis/gax-go/v2"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/google"
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// ClusterManager is the part of the Container API the connector uses.
+type ClusterManager interface {
+	GetCluster(ctx context.Context, req *containerpb.GetClusterRequest, opts ...gax.CallOption) (*containerpb.Cluster, error)
+}
+
+// DefaultTTL bounds how long a connection is reused before GetCluster is
+// asked again.
+const DefaultTTL = 30 * time.Minute
+
+// userAgent names the function to the Kubernetes API server.
+const userAgent = "onnewimage"
+
+// cloudPlatformScope is the OAuth2 scope GKE accepts for Kubernetes API calls.
+const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// Options adjust a Connector. The zero value is production: the real
+// Container API, Application Default Credentials, a real clientset.
+type Options struct {
+	// EmulatorHost, when set, is a host:port where the Container API is
+	// reached over plaintext gRPC without credentials.
+	EmulatorHost string
+	// ClusterManager replaces the Container API client.
+	ClusterManager ClusterManager
+	// TokenSource replaces Application Default Credentials.
+	TokenSource oauth2.TokenSource
+	// NewClientset replaces kubernetes.NewForConfig (tests).
+	NewClientset func(*rest.Config) (kubernetes.Interface, error)
+	// TTL replaces DefaultTTL.
+	TTL time.Duration
+	// Now replaces time.Now (tests).
+	Now func() time.Time
+}
+
+// Connector hands out a Kubernetes clientset for one cluster, built on first
+// use and cached. It is safe for concurrent use.
+type Connector struct {
+	describe     string
+	restConfig   func(ctx context.Context) (*rest.Config, error)
+	newClientset func(*rest.Config) (kubernetes.Interface, error)
+	ttl          time.Duration
+	now          func() time.Time
+
+	mu      sync.Mutex
+	client  kubernetes.Interface
+	expires time.Time
+}
+
+func newConnector(describe string, opts Options, restConfig func(context.Context) (*rest.Config, error)) *Connector {
+	c := &Connector{describe: describe, restConfig: restConfig, newClientset: opts.NewClientset, ttl: opts.TTL, now: opts.Now}
+	if c.newClientset == nil {
+		c.newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(cfg) }
+	}
+	if c.ttl <= 0 {
+		c.ttl = DefaultTTL
+	}
+	if c.now == nil {
+		c.now = time.Now
+	}
+	return c
+}
+
+// NewGKE returns a Connector for the GKE cluster named
+// projects/P/locations/L/clusters/C.
+func NewGKE(name string, opts Options) *Connector {
+	g := &gke{name: name, opts: opts, cm: opts.ClusterManager, ts: opts.TokenSource}
+	return newConnector(name, opts, g.restConfig)
+}
+
+// NewKubeconfig returns a Connector for the current context of the
+// kubeconfig file at path (a local cluster).
+func NewKubeconfig(path string, opts Options) *Connector {
+	return newConnector("kubeconfig "+path, opts, func(context.Context) (*rest.Config, error) {
+		cfg, err := clientcmd.BuildConfigFromFlags("", path)
+		if err != nil {
+			return nil, fmt.Errorf("loading kubeconfig %s: %w", path, err)
+		}
+		cfg.UserAgent = userAgent
+		return cfg, nil
+	})
+}
+
+// Clientset returns the cached clientset, connecting first when there is
+// none or it has outlived its TTL.
+func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.client != nil && c.now().Before(c.expires) {
+		return c.client, nil
+	}
+	cfg, err := c.restConfig(ctx)
+	if err != nil {
+		return nil, err
+	}
+	client, err := c.newClientset(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("building a client for %s: %w", c.describe, err)
+	}
+	c.client, c.expires = client, c.now().Add(c.ttl)
+	return client, nil
+}
+
+// Forget drops the cached connection when err shows it may be broken: any
+// failure below the Kubernetes API (TLS verification, connection refused,
+// DNS, timeouts) and Unauthorized. A Kubernetes API answer such as NotFound
+// or Conflict keeps it. Forget(nil) does nothing.
+func (c *Connector) Forget(err error) {
+	if err == nil || errors.Is(err, context.Canceled) {
+		return
+	}
+	var status apierrors.APIStatus
+	if errors.As(err, &status) && !apierrors.IsUnauthorized(err) {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.client = nil
+}
+
+// gke builds rest configs from the Container API and ADC.
+type gke struct {
+	name string
+	opts Options
+
+	// Guarded by the Connector's mutex, like everything restConfig touches.
+	cm ClusterManager
+	ts oauth2.TokenSource
+}
+
+func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
+	if g.cm == nil {
+		cm, err := newClusterManager(g.opts.EmulatorHost)
+		if err != nil {
+			return nil, err
+		}
+		g.cm = cm
+	}
+	if g.ts == nil {
+		// The token source outlives this call: it must not hold the
+		// invocation's context.
+		ts, err := google.DefaultTokenSource(context.Background(), cloudPlatformScope)
+		if err != nil {
+			return nil, fmt.Errorf("finding application default credentials: %w", err)
+		}
+		g.ts = ts
+	}
+	cl, err := g.cm.GetCluster(ctx, &containerpb.GetClusterRequest{Name: g.name})
+	if err != nil {
+		return nil, fmt.Errorf("getting cluster %s: %w", g.name, err)
+	}
+	if cl.GetEndpoint() == "" {
+		return nil, fmt.Errorf("cluster %s has no endpoint (status %s)", g.name, cl.GetStatus())
+	}
+	ca, err := decodeCA(cl.GetMasterAuth().GetClusterCaCertificate())
+	if err != nil {
+		return nil, fmt.Errorf("cluster %s: %w", g.name, err)
+	}
+	ts := g.ts
+	return &rest.Config{
+		Host:            "https://" + cl.GetEndpoint(),
+		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
+		UserAgent:       userAgent,
+		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+			return &oauth2.Transport{Source: ts, Base: rt}
+		},
+	}, nil
+}
+
+// decodeCA decodes GKE's base64 PEM CA bundle and checks it holds at least
+// one certificate, so that a broken CA fails here, clearly, and not as a
+// puzzling TLS error later.
+func decodeCA(b64 string) ([]byte, error) {
+	if b64 == "" {
+		return nil, errors.New("no cluster CA certificate in masterAuth")
+	}
+	pemBytes, err := base64.StdEncoding.DecodeString(b64)
+	if err != nil {
+		return nil, fmt.Errorf("cluster CA certificate is not base64: %w", err)
+	}
+	remaining, n := pemBytes, 0
+	for {
+		var block *pem.Block
+		block, remaining = pem.Decode(remaining)
+		if block == nil {
+			break
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return nil, fmt.Errorf("cluster CA certificate: %w", err)
+		}
+		n++
+	}
+	if n == 0 {
+		return nil, errors.New("cluster CA certificate holds no PEM certificate")
+	}
+	return pemBytes, nil
+}
+
+func newClusterManager(emulatorHost string) (ClusterManager, error) {
+	// The client lives as long as the instance: not the invocation's context.
+	ctx := context.Background()
+	var opts []option.ClientOption
+	if emulatorHost != "" {
+		opts = append(opts,
+			option.WithEndpoint(emulatorHost),
+			option.WithoutAuthentication(),
+			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+		)
+	}
+	cm, err := container.NewClusterManagerClient(ctx, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("creating the container api client: %w", err)
+	}
+	return cm, nil
+}

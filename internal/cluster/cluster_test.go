@@ -1,0 +1,330 @@
+package cluster
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/onnewimage/onnewimage/internal/gkefake"
+)
+
+const (
+	clusterName = "projects/demo/locations/us-central1/clusters/prod"
+	saEmail     = "deployer@demo.iam.gserviceaccount.com"
+	accessToken = "ya29.local-token"
+)
+
+// apiserver is a TLS server answering GET of one Deployment, recording the
+// Authorization header of every request.
+type apiserver struct {
+	*httptest.Server
+	ca    []byte
+	mu    sync.Mutex
+	auths []string
+}
+
+func startAPIServer(t *testing.T) *apiserver {
+	t.Helper()
+	a := &apiserver{}
+	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.mu.Lock()
+		a.auths = append(a.auths, r.Header.Get("Authorization"))
+		a.mu.Unlock()
+		w.Header().Set("Content-Type", "application/json")
+		if r.URL.Path != "/apis/apps/v1/namespaces/prod/deployments/web" {
+			w.WriteHeader(http.StatusNotFound)
+			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
+			return
+		}
+		w.Write([]byte(`{"kind":"Deployment","apiVersion":"apps/v1","metadata":{"name":"web","namespace":"prod"}}`))
+	}))
+	// Each server gets its own CA: httptest's built-in certificate is the
+	// same for every server, which would make any of them trust the others.
+	cert, ca := selfSigned(t)
+	a.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
+	a.StartTLS()
+	a.ca = ca
+	t.Cleanup(a.Close)
+	return a
+}
+
+func (a *apiserver) caPEM() []byte { return a.ca }
+
+// selfSigned returns a certificate for 127.0.0.1 that is its own CA, and
+// that CA in PEM.
+func selfSigned(t *testing.T) (tls.Certificate, []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(time.Now().UnixNano()),
+		Subject:               pkix.Name{CommonName: "apiserver"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func (a *apiserver) endpoint() string { return a.Listener.Addr().String() }
+
+func (a *apiserver) authorizations() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return append([]string(nil), a.auths...)
+}
+
+// stubs starts the Container API and token service and points Application
+// Default Credentials at a key file for saEmail.
+func stubs(t *testing.T) (*gkefake.ContainerServer, *gkefake.TokenServer) {
+	t.Helper()
+	cs, err := gkefake.StartContainerServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cs.Stop)
+	ts, err := gkefake.StartTokenServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(ts.Stop)
+	key := filepath.Join(t.TempDir(), "key.json")
+	if err := ts.WriteServiceAccountKey(key, saEmail, accessToken); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("GOOGLE_APPLICATION_CREDENTIALS", key)
+	return cs, ts
+}
+
+func getWeb(ctx context.Context, t *testing.T, c *Connector) error {
+	t.Helper()
+	client, err := c.Clientset(ctx)
+	if err != nil {
+		return err
+	}
+	_, err = client.AppsV1().Deployments("prod").Get(ctx, "web", metav1.GetOptions{})
+	c.Forget(err)
+	return err
+}
+
+func TestGKEConnectsWithVerifiedTLSAndADCToken(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, tokens := stubs(t)
+	api := startAPIServer(t)
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	for i := 0; i < 3; i++ {
+		if err := getWeb(ctx, t, c); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+	}
+	if got := containerAPI.Calls(); got != 1 {
+		t.Errorf("GetCluster called %d times over 3 warm calls, want 1", got)
+	}
+	if got := tokens.Issued(); got != 1 {
+		t.Errorf("token service asked %d times, want 1 (the token is reused until it expires)", got)
+	}
+	for _, got := range api.authorizations() {
+		if got != "Bearer "+accessToken {
+			t.Errorf("Authorization = %q, want the ADC token", got)
+		}
+	}
+}
+
+func TestGKEReconnectsAfterTTL(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, _ := stubs(t)
+	api := startAPIServer(t)
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr, TTL: time.Minute, Now: func() time.Time { return now }})
+
+	for _, step := range []struct {
+		advance time.Duration
+		calls   int
+	}{{0, 1}, {59 * time.Second, 1}, {2 * time.Second, 2}, {30 * time.Second, 2}} {
+		now = now.Add(step.advance)
+		if err := getWeb(ctx, t, c); err != nil {
+			t.Fatal(err)
+		}
+		if got := containerAPI.Calls(); got != step.calls {
+			t.Errorf("after +%s: GetCluster calls = %d, want %d", step.advance, got, step.calls)
+		}
+	}
+}
+
+func TestGKERejectsAnUntrustedCertificate(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, _ := stubs(t)
+	api, impostor := startAPIServer(t), startAPIServer(t)
+	// The endpoint answers with a certificate the cluster CA did not sign.
+	containerAPI.SetCluster(clusterName, impostor.endpoint(), api.caPEM())
+
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	err := getWeb(ctx, t, c)
+	var verify *tls.CertificateVerificationError
+	if !errors.As(err, &verify) {
+		t.Fatalf("error = %v, want a certificate verification failure", err)
+	}
+	if n := len(impostor.authorizations()); n != 0 {
+		t.Errorf("the impostor received %d requests, want none (no token may leak)", n)
+	}
+
+	// The CA is rotated: the failure dropped the connection, so the retry
+	// asks GetCluster again and succeeds.
+	containerAPI.SetCluster(clusterName, impostor.endpoint(), impostor.caPEM())
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatalf("after CA rotation: %v", err)
+	}
+	if got := containerAPI.Calls(); got != 2 {
+		t.Errorf("GetCluster calls = %d, want 2", got)
+	}
+}
+
+func TestGKEReconnectsWhenTheEndpointMoves(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, _ := stubs(t)
+	old, moved := startAPIServer(t), startAPIServer(t)
+	containerAPI.SetCluster(clusterName, old.endpoint(), old.caPEM())
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	containerAPI.SetCluster(clusterName, moved.endpoint(), moved.caPEM())
+	if err := getWeb(ctx, t, c); err == nil {
+		t.Fatal("call to the closed endpoint succeeded")
+	}
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatalf("after the endpoint moved: %v", err)
+	}
+	if got := containerAPI.Calls(); got != 2 {
+		t.Errorf("GetCluster calls = %d, want 2", got)
+	}
+}
+
+func TestForgetKeepsTheConnectionOnAPIAnswers(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, _ := stubs(t)
+	api := startAPIServer(t)
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	client, err := c.Clientset(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = client.AppsV1().Deployments("prod").Get(ctx, "absent", metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		t.Fatalf("error = %v, want NotFound", err)
+	}
+	c.Forget(err)
+	c.Forget(apierrors.NewConflict(schemaDeployments, "web", errors.New("x")))
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := containerAPI.Calls(); got != 1 {
+		t.Errorf("GetCluster calls = %d, want 1: API answers are no reason to reconnect", got)
+	}
+	c.Forget(apierrors.NewUnauthorized("token revoked"))
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := containerAPI.Calls(); got != 2 {
+		t.Errorf("GetCluster calls = %d, want 2: Unauthorized drops the connection", got)
+	}
+}
+
+func TestGKEContainerAPIFailures(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, _ := stubs(t)
+	api := startAPIServer(t)
+
+	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	if _, err := c.Clientset(ctx); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), clusterName) {
+		t.Errorf("unknown cluster: error = %v, want NotFound naming the cluster", err)
+	}
+	// The Container API client retries Unavailable by itself until the
+	// invocation's deadline; then the error goes back to Pub/Sub.
+	containerAPI.Fail(status.Error(codes.Unavailable, "maintenance"))
+	short, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	defer cancel()
+	if _, err := c.Clientset(short); !errors.Is(err, context.DeadlineExceeded) && status.Code(err) != codes.DeadlineExceeded {
+		t.Errorf("unavailable API: error = %v, want the deadline", err)
+	}
+	if n := containerAPI.Calls(); n < 3 {
+		t.Errorf("GetCluster tried %d times while unavailable, want retries", n)
+	}
+	containerAPI.Fail(nil)
+	containerAPI.SetCluster(clusterName, api.endpoint(), []byte("not a certificate"))
+	if _, err := c.Clientset(ctx); err == nil || !strings.Contains(err.Error(), "no PEM certificate") {
+		t.Errorf("broken CA: error = %v, want it named", err)
+	}
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Errorf("after recovery: %v", err)
+	}
+}
+
+func TestKubeconfig(t *testing.T) {
+	api := startAPIServer(t)
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	writeKubeconfig(t, path, "https://"+api.endpoint(), api.caPEM(), "local-token")
+	c := NewKubeconfig(path, Options{})
+	if err := getWeb(context.Background(), t, c); err != nil {
+		t.Fatal(err)
+	}
+	if got := api.authorizations(); len(got) != 1 || got[0] != "Bearer local-token" {
+		t.Errorf("Authorization = %q", got)
+	}
+	if _, err := NewKubeconfig(filepath.Join(t.TempDir(), "absent"), Options{}).Clientset(context.Background()); err == nil {
+		t.Error("a missing kubeconfig gave a client")
+	}
+}
+
+var schemaDeployments = schema.GroupResource{Group: "apps", Resource: "deployments"}
+
+func writeKubeconfig(t *testing.T, path, server string, ca []byte, token string) {
+	t.Helper()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["local"] = &clientcmdapi.Cluster{Server: server, CertificateAuthorityData: ca}
+	cfg.AuthInfos["local"] = &clientcmdapi.AuthInfo{Token: token}
+	cfg.Contexts["local"] = &clientcmdapi.Context{Cluster: "local", AuthInfo: "local"}
+	cfg.CurrentContext = "local"
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+}

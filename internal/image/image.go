@@ -1,0 +1,214 @@
+// Package image parses container image references and picks, among the
+// images a Cloud Build pushed, the one this function deploys.
+//
+// A reference has the shape [host[:port]/]path[:tag][@algorithm:hex]. The tag
+// follows the last ':' after the last '/', so a registry port is never taken
+// for a tag. The function deploys by digest only: the bytes the build tested
+// are the bytes the cluster runs.
+package image
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+)
+
+// Reference is a parsed image reference.
+type Reference struct {
+	// Repository is everything before the tag and digest, host included:
+	// "us-docker.pkg.dev/p/r/web".
+	Repository string
+	// Tag is the tag without its ':' ("v1.2"), or empty.
+	Tag string
+	// Digest is "sha256:<64 hex>", or empty.
+	Digest string
+}
+
+var (
+	digestPattern = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
+	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	// A path component per the distribution spec, and a host with an optional port.
+	componentPattern = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	hostPattern      = regexp.MustCompile(`^[A-Za-z0-9.-]+(?::[0-9]+)?$`)
+)
+
+// ErrInvalid is wrapped by every parse error.
+var ErrInvalid = errors.New("invalid image reference")
+
+// Parse parses s as an image reference. It rejects empty components,
+// uppercase repository paths, malformed tags and digests.
+func Parse(s string) (Reference, error) {
+	var ref Reference
+	rest := s
+	if i := strings.IndexByte(rest, '@'); i >= 0 {
+		ref.Digest = rest[i+1:]
+		rest = rest[:i]
+		if !digestPattern.MatchString(ref.Digest) {
+			return Reference{}, fmt.Errorf("%w %q: digest %q is not algorithm:hex", ErrInvalid, s, ref.Digest)
+		}
+	}
+	if i := strings.LastIndexByte(rest, ':'); i > strings.LastIndexByte(rest, '/') {
+		ref.Tag = rest[i+1:]
+		rest = rest[:i]
+		if !tagPattern.MatchString(ref.Tag) {
+			return Reference{}, fmt.Errorf("%w %q: tag %q", ErrInvalid, s, ref.Tag)
+		}
+	}
+	if err := validateRepository(rest); err != nil {
+		return Reference{}, fmt.Errorf("%w %q: %v", ErrInvalid, s, err)
+	}
+	ref.Repository = rest
+	return ref, nil
+}
+
+func validateRepository(repo string) error {
+	if repo == "" {
+		return errors.New("empty repository")
+	}
+	parts := strings.Split(repo, "/")
+	if len(parts) > 1 && looksLikeHost(parts[0]) {
+		if !hostPattern.MatchString(parts[0]) {
+			return fmt.Errorf("registry host %q", parts[0])
+		}
+		parts = parts[1:]
+	}
+	for _, p := range parts {
+		if !componentPattern.MatchString(p) {
+			return fmt.Errorf("path component %q", p)
+		}
+	}
+	return nil
+}
+
+// looksLikeHost reports whether the first component of a repository names a
+// registry host, by the rule Docker uses: it has a '.' or a ':', or is
+// "localhost".
+func looksLikeHost(first string) bool {
+	return strings.ContainsAny(first, ".:") || first == "localhost"
+}
+
+// String formats the reference: repository[:tag][@digest].
+func (r Reference) String() string {
+	s := r.Repository
+	if r.Tag != "" {
+		s += ":" + r.Tag
+	}
+	if r.Digest != "" {
+		s += "@" + r.Digest
+	}
+	return s
+}
+
+// Pattern is the configured IMAGE: which repository this function deploys.
+type Pattern struct {
+	repository string
+	bare       bool
+}
+
+// ParsePattern parses the IMAGE setting. With a '/' it is a full repository,
+// matched exactly; without one it is a bare name matched against a
+// repository's last path segment. A tag or digest in the setting is an error:
+// the build decides the digest.
+func ParsePattern(s string) (Pattern, error) {
+	if s == "" {
+		return Pattern{}, errors.New("empty image pattern")
+	}
+	ref, err := Parse(s)
+	if err != nil {
+		return Pattern{}, err
+	}
+	if ref.Tag != "" || ref.Digest != "" {
+		return Pattern{}, fmt.Errorf("image %q: give the repository only, without tag or digest (the build decides the digest)", s)
+	}
+	return Pattern{repository: ref.Repository, bare: !strings.Contains(s, "/")}, nil
+}
+
+// String returns the pattern as configured.
+func (p Pattern) String() string { return p.repository }
+
+// Bare reports whether the pattern is a bare name (matched on the last path
+// segment only).
+func (p Pattern) Bare() bool { return p.bare }
+
+// Match reports whether repository (no tag, no digest) is the one the pattern
+// names.
+func (p Pattern) Match(repository string) bool {
+	if !p.bare {
+		return repository == p.repository
+	}
+	last := repository[strings.LastIndexByte(repository, '/')+1:]
+	return last == p.repository
+}
+
+// Selection errors: the build is not for us, or is unsafe to deploy.
+var (
+	// ErrNoMatch means no pushed image is in the configured repository.
+	ErrNoMatch = errors.New("no pushed image matches")
+	// ErrNoDigest means a matching image was pushed without a digest.
+	ErrNoDigest = errors.New("matching image has no digest")
+	// ErrAmbiguous means matching images carry different digests.
+	ErrAmbiguous = errors.New("matching images have different digests")
+)
+
+// Select returns the reference to deploy among a build's pushed images: the
+// matching repository pinned by its digest, keeping a tag for readability
+// (the first tag other than "latest" in sort order, else "latest"). It fails
+// with ErrNoMatch, ErrNoDigest or ErrAmbiguous; it never returns an image
+// without a digest.
+func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
+	var digests []string
+	var tags []string
+	var repo string
+	matched := 0
+	for _, img := range images {
+		ref, err := Parse(img.GetName())
+		if err != nil || !p.Match(ref.Repository) {
+			continue
+		}
+		if repo != "" && ref.Repository != repo {
+			// A bare pattern can match two repositories: refuse to guess.
+			return Reference{}, fmt.Errorf("%w: %s and %s both match %q", ErrAmbiguous, repo, ref.Repository, p.repository)
+		}
+		repo = ref.Repository
+		matched++
+		d := img.GetDigest()
+		if d == "" {
+			continue
+		}
+		if !digestPattern.MatchString(d) {
+			return Reference{}, fmt.Errorf("%w: %s has malformed digest %q", ErrInvalid, img.GetName(), d)
+		}
+		if !slices.Contains(digests, d) {
+			digests = append(digests, d)
+		}
+		if ref.Tag != "" {
+			tags = append(tags, ref.Tag)
+		}
+	}
+	switch {
+	case matched == 0:
+		return Reference{}, fmt.Errorf("%w %q", ErrNoMatch, p.repository)
+	case len(digests) == 0:
+		return Reference{}, fmt.Errorf("%w: %s", ErrNoDigest, repo)
+	case len(digests) > 1:
+		return Reference{}, fmt.Errorf("%w: %s has %s", ErrAmbiguous, repo, strings.Join(digests, ", "))
+	}
+	return Reference{Repository: repo, Tag: pickTag(tags), Digest: digests[0]}, nil
+}
+
+func pickTag(tags []string) string {
+	slices.Sort(tags)
+	for _, t := range tags {
+		if t != "latest" {
+			return t
+		}
+	}
+	if len(tags) > 0 {
+		return tags[0]
+	}
+	return ""
+}

@@ -1,0 +1,180 @@
+package image
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	"github.com/google/go-cmp/cmp"
+)
+
+const (
+	d1 = "sha256:0c7566925d2cd9997a977887b43a9b751a83e7f14301584779f3986eb62c81c6"
+	d2 = "sha256:55db666e6e12fd5d098fd9e80d28493520f3de26f77c62385d144d956477322f"
+)
+
+func TestParse(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Reference
+	}{
+		{"web", Reference{Repository: "web"}},
+		{"web:v1", Reference{Repository: "web", Tag: "v1"}},
+		{"gcr.io/p/web", Reference{Repository: "gcr.io/p/web"}},
+		{"us-docker.pkg.dev/p/r/web:latest", Reference{Repository: "us-docker.pkg.dev/p/r/web", Tag: "latest"}},
+		{"gcr.io/p/web@" + d1, Reference{Repository: "gcr.io/p/web", Digest: d1}},
+		{"gcr.io/p/web:v1.2@" + d1, Reference{Repository: "gcr.io/p/web", Tag: "v1.2", Digest: d1}},
+		{"localhost:5000/web", Reference{Repository: "localhost:5000/web"}},
+		{"localhost:5000/web:5000", Reference{Repository: "localhost:5000/web", Tag: "5000"}},
+		{"registry.local:443/team/web@" + d2, Reference{Repository: "registry.local:443/team/web", Digest: d2}},
+		{"127.0.0.1:5000/a/b/c:x_y-z", Reference{Repository: "127.0.0.1:5000/a/b/c", Tag: "x_y-z"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			got, err := Parse(tt.in)
+			if err != nil {
+				t.Fatalf("Parse(%q): %v", tt.in, err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Parse(%q) (-want +got):\n%s", tt.in, diff)
+			}
+			if got.String() != tt.in {
+				t.Errorf("Parse(%q).String() = %q, want the input back", tt.in, got.String())
+			}
+		})
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	for _, in := range []string{
+		"", ":v1", "gcr.io/p/web:", "gcr.io/p/web@", "gcr.io/p/web@sha256:abc",
+		"gcr.io/p/web@md5:" + strings.Repeat("a", 32), "gcr.io/p/Web", "gcr.io//web",
+		"gcr.io/p/web:bad tag", "gcr.io/p/web/", "/web", "gcr.io/p/web:-v1",
+		"gcr.io/p/web@" + strings.ToUpper(d1),
+	} {
+		if got, err := Parse(in); !errors.Is(err, ErrInvalid) {
+			t.Errorf("Parse(%q) = %+v, %v; want an error wrapping ErrInvalid", in, got, err)
+		}
+	}
+}
+
+func TestPatternMatch(t *testing.T) {
+	tests := []struct {
+		pattern string
+		repo    string
+		want    bool
+	}{
+		// A full repository matches exactly, never by prefix or suffix.
+		{"gcr.io/p/web", "gcr.io/p/web", true},
+		{"gcr.io/p/web", "gcr.io/p/web-evil", false},
+		{"gcr.io/p/web", "gcr.io/p/web/evil", false},
+		{"gcr.io/p/web", "gcr.io/evil/web", false},
+		{"gcr.io/p/web", "evil.io/p/web", false},
+		{"gcr.io/p/web", "us.gcr.io/p/web", false},
+		{"gcr.io/p/web", "gcr.io/p/we", false},
+		{"us-docker.pkg.dev/p/r/web", "us-docker.pkg.dev/p/r/web", true},
+		{"us-docker.pkg.dev/p/r/web", "us-docker.pkg.dev/p/other/web", false},
+		{"us-docker.pkg.dev/p/r/web", "eu-docker.pkg.dev/p/r/web", false},
+		{"localhost:5000/web", "localhost:5000/web", true},
+		{"localhost:5000/web", "localhost:5001/web", false},
+		{"localhost:5000/web", "localhost/web", false},
+		// A bare name matches the last path segment only.
+		{"web", "gcr.io/p/web", true},
+		{"web", "us-docker.pkg.dev/p/r/web", true},
+		{"web", "web", true},
+		{"web", "localhost:5000/web", true},
+		{"web", "gcr.io/p/web-evil", false},
+		{"web", "gcr.io/p/evil-web", false},
+		{"web", "gcr.io/p/web/evil", false},
+		{"web", "gcr.io/web/evil", false},
+		{"web", "gcr.io/p/webb", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.pattern+"~"+tt.repo, func(t *testing.T) {
+			p, err := ParsePattern(tt.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := p.Match(tt.repo); got != tt.want {
+				t.Errorf("ParsePattern(%q).Match(%q) = %v, want %v", tt.pattern, tt.repo, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParsePatternRejectsTagAndDigest(t *testing.T) {
+	for _, in := range []string{"", "gcr.io/p/web:latest", "gcr.io/p/web@" + d1, "web:v1", "gcr.io/p/WEB"} {
+		if _, err := ParsePattern(in); err == nil {
+			t.Errorf("ParsePattern(%q) succeeded, want an error", in)
+		}
+	}
+}
+
+func images(nameDigest ...string) []*cloudbuildpb.BuiltImage {
+	var out []*cloudbuildpb.BuiltImage
+	for i := 0; i < len(nameDigest); i += 2 {
+		out = append(out, &cloudbuildpb.BuiltImage{Name: nameDigest[i], Digest: nameDigest[i+1]})
+	}
+	return out
+}
+
+func TestSelect(t *testing.T) {
+	tests := []struct {
+		name    string
+		pattern string
+		images  []*cloudbuildpb.BuiltImage
+		want    string
+		wantErr error
+	}{
+		{"untagged and latest share a digest", "gcr.io/p/web", images("gcr.io/p/web", d1, "gcr.io/p/web:latest", d1), "gcr.io/p/web:latest@" + d1, nil},
+		{"a tag other than latest is kept", "gcr.io/p/web", images("gcr.io/p/web:latest", d1, "gcr.io/p/web:7860c99", d1), "gcr.io/p/web:7860c99@" + d1, nil},
+		{"tags sorted for a stable choice", "gcr.io/p/web", images("gcr.io/p/web:v2", d1, "gcr.io/p/web:b", d1), "gcr.io/p/web:b@" + d1, nil},
+		{"untagged only", "gcr.io/p/web", images("gcr.io/p/web", d1), "gcr.io/p/web@" + d1, nil},
+		{"bare name", "web", images("us-docker.pkg.dev/p/r/web:v1", d1), "us-docker.pkg.dev/p/r/web:v1@" + d1, nil},
+		{"ignores other images", "gcr.io/p/web", images("gcr.io/p/web-evil", d2, "gcr.io/p/web:v1", d1, "gcr.io/p/web/evil", d2), "gcr.io/p/web:v1@" + d1, nil},
+		{"registry port", "localhost:5000/web", images("localhost:5000/web:5000", d1), "localhost:5000/web:5000@" + d1, nil},
+		{"no images", "gcr.io/p/web", nil, "", ErrNoMatch},
+		{"lookalikes only", "gcr.io/p/web", images("gcr.io/p/web-evil", d1, "gcr.io/p/web/evil", d1, "gcr.io/evil/web", d1), "", ErrNoMatch},
+		{"bare name lookalikes", "web", images("gcr.io/p/web-evil", d1, "gcr.io/p/web/evil", d1), "", ErrNoMatch},
+		{"no digest", "gcr.io/p/web", images("gcr.io/p/web", ""), "", ErrNoDigest},
+		{"two digests", "gcr.io/p/web", images("gcr.io/p/web:a", d1, "gcr.io/p/web:b", d2), "", ErrAmbiguous},
+		{"bare name in two repositories", "web", images("gcr.io/p/web", d1, "gcr.io/q/web", d1), "", ErrAmbiguous},
+		{"malformed digest", "gcr.io/p/web", images("gcr.io/p/web", "sha256:xyz"), "", ErrInvalid},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := ParsePattern(tt.pattern)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := Select(p, tt.images)
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Select() error = %v, want %v", err, tt.wantErr)
+			}
+			if got.String() != tt.want {
+				t.Errorf("Select() = %q, want %q", got, tt.want)
+			}
+			if err == nil && got.Digest == "" {
+				t.Errorf("Select() returned %q without a digest", got)
+			}
+		})
+	}
+}
+
+// FuzzParse checks that Parse never panics and that what it accepts prints
+// back to itself.
+func FuzzParse(f *testing.F) {
+	for _, s := range []string{"gcr.io/p/web:v1@" + d1, "localhost:5000/web", "web", "a/b:c", "@", ":"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		ref, err := Parse(s)
+		if err != nil {
+			return
+		}
+		if ref.String() != s {
+			t.Errorf("Parse(%q).String() = %q", s, ref.String())
+		}
+	})
+}

@@ -1,0 +1,298 @@
+package rollout
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/onnewimage/onnewimage/internal/image"
+)
+
+const (
+	repo    = "us-docker.pkg.dev/p/apps/web"
+	digest1 = "sha256:1111111111111111111111111111111111111111111111111111111111111111"
+	digest2 = "sha256:2222222222222222222222222222222222222222222222222222222222222222"
+	digest3 = "sha256:3333333333333333333333333333333333333333333333333333333333333333"
+)
+
+var (
+	t0     = time.Date(2026, 11, 2, 10, 0, 0, 123456789, time.UTC)
+	target = Target{Namespace: "prod", Deployment: "web", Container: "web"}
+)
+
+func release(n int, digest string) Release {
+	return Release{
+		BuildID:    "build-" + string(rune('0'+n)),
+		CreateTime: t0.Add(time.Duration(n) * time.Hour),
+		Commit:     "c0ffee" + string(rune('0'+n)) + "aabbccddeeff00112233445566778899aabb",
+		Image:      image.Reference{Repository: repo, Tag: "v" + string(rune('0'+n)), Digest: digest},
+	}
+}
+
+// recorded returns the annotations a deployment of r leaves behind.
+func recorded(r Release) map[string]string {
+	return map[string]string{
+		AnnotationBuildID:         r.BuildID,
+		AnnotationBuildCreateTime: r.CreateTime.Format(time.RFC3339Nano),
+		AnnotationImage:           r.Image.String(),
+		AnnotationCommit:          r.Commit,
+		AnnotationChangeCause:     r.ChangeCause(),
+	}
+}
+
+func patches(cs *fake.Clientset) []clienttesting.PatchActionImpl {
+	var out []clienttesting.PatchActionImpl
+	for _, a := range cs.Actions() {
+		if p, ok := a.(clienttesting.PatchActionImpl); ok {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func getDeployment(t *testing.T, cs *fake.Clientset, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := cs.AppsV1().Deployments("prod").Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestRollingDeploys(t *testing.T) {
+	ctx := context.Background()
+	cs := newClientset(t, deployment("web", "us-docker.pkg.dev/p/apps/web:old", map[string]string{"team": "payments"}))
+	r := release(1, digest1)
+
+	res, err := Rolling(ctx, cs, target, r, Options{})
+	if err != nil {
+		t.Fatalf("Rolling: %v", err)
+	}
+	if res.Outcome != Deployed || res.Previous != "us-docker.pkg.dev/p/apps/web:old" {
+		t.Errorf("Rolling() = %+v, want deployed from the old image", res)
+	}
+
+	ps := patches(cs)
+	if len(ps) != 1 {
+		t.Fatalf("got %d patches, want exactly 1", len(ps))
+	}
+	p := ps[0]
+	if p.GetPatchType() != types.StrategicMergePatchType || p.PatchOptions.FieldManager != FieldManager || len(p.PatchOptions.DryRun) != 0 {
+		t.Errorf("patch type %s, options %+v; want a strategic merge patch by %q, not a dry run", p.GetPatchType(), p.PatchOptions, FieldManager)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(p.GetPatch(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]any{
+		"metadata": map[string]any{
+			"resourceVersion": "1",
+			"annotations": map[string]any{
+				AnnotationBuildID:         "build-1",
+				AnnotationBuildCreateTime: "2026-11-02T11:00:00.123456789Z",
+				AnnotationImage:           repo + ":v1@" + digest1,
+				AnnotationCommit:          r.Commit,
+				AnnotationChangeCause:     "onNewImage: build build-1 commit c0ffee1aabbc image " + repo + ":v1@" + digest1,
+			},
+		},
+		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
+			"containers": []any{map[string]any{"name": "web", "image": repo + ":v1@" + digest1}},
+		}}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("patch (-want +got):\n%s", diff)
+	}
+
+	d := getDeployment(t, cs, "web")
+	if got := d.Spec.Template.Spec.Containers[1].Image; got != repo+":v1@"+digest1 {
+		t.Errorf("web container image = %q", got)
+	}
+	if got := d.Spec.Template.Spec.Containers[0].Image; got != "gcr.io/p/proxy:1" {
+		t.Errorf("sidecar image changed to %q", got)
+	}
+	if d.Annotations["team"] != "payments" || d.Annotations[AnnotationBuildID] != "build-1" {
+		t.Errorf("annotations = %v, want ours added and others kept", d.Annotations)
+	}
+}
+
+func TestRollingSkips(t *testing.T) {
+	r2 := release(2, digest2)
+	tests := []struct {
+		name   string
+		deploy *appsv1.Deployment
+		reason string
+	}{
+		{"same digest running", deployment("web", repo+"@"+digest2, nil), "already running " + digest2},
+		{"same digest, another tag", deployment("web", repo+":other@"+digest2, recorded(release(1, digest1))), "already running " + digest2},
+		{"newer build recorded", deployment("web", repo+"@"+digest3, recorded(release(3, digest3))),
+			"stale: build build-2 (created 2026-11-02T12:00:00Z) is not newer than the deployed build build-3 (created 2026-11-02T13:00:00Z)"},
+		{"same build, image changed by hand", deployment("web", repo+":hotfix", recorded(r2)),
+			"build build-2 was already deployed here (the image has since been changed by hand to " + repo + ":hotfix)"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newClientset(t, tt.deploy)
+			res, err := Rolling(context.Background(), cs, target, r2, Options{})
+			if err != nil {
+				t.Fatalf("Rolling: %v", err)
+			}
+			if res.Outcome != Skipped || res.Reason != tt.reason {
+				t.Errorf("Rolling() = %s %q, want skipped %q", res.Outcome, res.Reason, tt.reason)
+			}
+			if n := len(patches(cs)); n != 0 {
+				t.Errorf("sent %d patches, want none", n)
+			}
+		})
+	}
+}
+
+func TestRollingOrdersSameInstantByBuildID(t *testing.T) {
+	a := release(1, digest1)
+	b := a
+	b.BuildID, b.Image.Digest = "build-z", digest2
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(a)))
+	if res, err := Rolling(context.Background(), cs, target, b, Options{}); err != nil || res.Outcome != Deployed {
+		t.Fatalf("Rolling(build-z after build-1, same createTime) = %+v, %v; want deployed", res, err)
+	}
+	if res, err := Rolling(context.Background(), cs, target, a, Options{}); err != nil || res.Outcome != Skipped {
+		t.Errorf("Rolling(build-1 after build-z, same createTime) = %+v, %v; want skipped", res, err)
+	}
+}
+
+func TestRollingRemovesStaleCommit(t *testing.T) {
+	r := release(2, digest2)
+	r.Commit = ""
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
+	if _, err := Rolling(context.Background(), cs, target, r, Options{}); err != nil {
+		t.Fatal(err)
+	}
+	d := getDeployment(t, cs, "web")
+	if c, ok := d.Annotations[AnnotationCommit]; ok {
+		t.Errorf("commit annotation = %q, want it removed (the new build has no commit)", c)
+	}
+	if d.Annotations[AnnotationBuildID] != "build-2" {
+		t.Errorf("build annotation = %q", d.Annotations[AnnotationBuildID])
+	}
+}
+
+func TestRollingDryRun(t *testing.T) {
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+	res, err := Rolling(context.Background(), cs, target, release(2, digest2), Options{DryRun: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != Skipped || len(res.Patch) == 0 {
+		t.Errorf("Rolling(dry run) = %+v, want skipped with the patch", res)
+	}
+	ps := patches(cs)
+	if len(ps) != 1 || cmp.Diff([]string{metav1.DryRunAll}, ps[0].PatchOptions.DryRun) != "" {
+		t.Fatalf("patches = %+v, want one server-side dry run", ps)
+	}
+	if got := getDeployment(t, cs, "web").Spec.Template.Spec.Containers[1].Image; got != repo+"@"+digest1 {
+		t.Errorf("dry run changed the image to %q", got)
+	}
+}
+
+func TestRollingTargetMissing(t *testing.T) {
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+	_, err := Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(2, digest2), Options{})
+	if !errors.Is(err, ErrTargetMissing) {
+		t.Errorf("missing container: error = %v, want ErrTargetMissing", err)
+	}
+	_, err = Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "api", Container: "web"}, release(2, digest2), Options{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("missing deployment: error = %v, want NotFound", err)
+	}
+	if n := len(patches(cs)); n != 0 {
+		t.Errorf("sent %d patches, want none", n)
+	}
+}
+
+// interleave makes the first patch of the deployment lose a race: just before
+// it lands, another invocation deploys `other`. The fake holds its lock while
+// reactors run, so the racing write goes to the tracker directly, bumping the
+// resourceVersion as the API server would.
+func interleave(t *testing.T, cs *fake.Clientset, other Release) {
+	raced := false
+	cs.PrependReactor("patch", "deployments", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if raced {
+			return false, nil, nil
+		}
+		raced = true
+		gvr := appsv1.SchemeGroupVersion.WithResource("deployments")
+		obj, err := cs.Tracker().Get(gvr, "prod", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment)
+		d.Annotations = recorded(other)
+		d.Spec.Template.Spec.Containers[1].Image = other.Image.String()
+		if err := bump(cs.Tracker(), gvr, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil // Now let this patch reach the resourceVersion check.
+	})
+}
+
+func TestRollingRaceNewerWins(t *testing.T) {
+	r2, r3 := release(2, digest2), release(3, digest3)
+
+	t.Run("older build loses to a newer one", func(t *testing.T) {
+		cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
+		interleave(t, cs, r3)
+		res, err := Rolling(context.Background(), cs, target, r2, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != Skipped {
+			t.Errorf("build 2 after build 3 won the race: %+v, want skipped as stale", res)
+		}
+		if got := getDeployment(t, cs, "web").Annotations[AnnotationBuildID]; got != "build-3" {
+			t.Errorf("deployment records %s, want build-3", got)
+		}
+	})
+
+	t.Run("newer build retries over an older one", func(t *testing.T) {
+		cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
+		interleave(t, cs, r2)
+		res, err := Rolling(context.Background(), cs, target, r3, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if res.Outcome != Deployed || res.Previous != r2.Image.String() {
+			t.Errorf("Rolling(build 3) = %+v, want deployed over build 2", res)
+		}
+		d := getDeployment(t, cs, "web")
+		if d.Annotations[AnnotationBuildID] != "build-3" || d.Spec.Template.Spec.Containers[1].Image != r3.Image.String() {
+			t.Errorf("deployment records %s running %s, want build-3", d.Annotations[AnnotationBuildID], d.Spec.Template.Spec.Containers[1].Image)
+		}
+		if n := len(patches(cs)); n != 2 { // The first try (Conflict), then the retry.
+			t.Errorf("sent %d patches, want 2", n)
+		}
+	})
+}
+
+func TestRollingGivesUpOnEndlessConflicts(t *testing.T) {
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+	cs.PrependReactor("patch", "deployments", func(clienttesting.Action) (bool, runtime.Object, error) {
+		return true, nil, apierrors.NewConflict(appsv1.Resource("deployments"), "web", errors.New("busy"))
+	})
+	_, err := Rolling(context.Background(), cs, target, release(2, digest2), Options{})
+	if !apierrors.IsConflict(err) {
+		t.Errorf("error = %v, want the Conflict back (Pub/Sub retries later)", err)
+	}
+	if n := len(patches(cs)); n != conflictBackoff.Steps {
+		t.Errorf("tried %d times, want %d", n, conflictBackoff.Steps)
+	}
+}

@@ -1,0 +1,74 @@
+package trigger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/rollout"
+)
+
+// Retryable reports whether a failed event can succeed if Pub/Sub delivers
+// it again: the error is transient (unavailable, timeout, throttled,
+// conflict) or an operator can fix its cause without touching the message
+// (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
+// (undecodable message, invalid configuration, missing Deployment or
+// container) are not retryable. An error this function does not recognise
+// is retried: MAX_EVENT_AGE bounds how long.
+func Retryable(err error) bool {
+	switch {
+	case err == nil:
+		return false
+	case errors.Is(err, buildevent.ErrMalformed),
+		errors.Is(err, config.ErrInvalid),
+		errors.Is(err, rollout.ErrTargetMissing),
+		errors.Is(err, ErrUnorderable):
+		return false
+	}
+	var apiStatus apierrors.APIStatus
+	if errors.As(err, &apiStatus) {
+		switch {
+		case apierrors.IsNotFound(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err),
+			apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
+			apierrors.IsUnsupportedMediaType(err), apierrors.IsRequestEntityTooLargeError(err):
+			return false
+		}
+		return true // Conflict, 429, 5xx, timeouts, Unauthorized, Forbidden.
+	}
+	if s, ok := status.FromError(err); ok && s.Code() != codes.Unknown {
+		switch s.Code() {
+		case codes.NotFound, codes.InvalidArgument, codes.OutOfRange, codes.Unimplemented:
+			return false
+		}
+		return true // Unavailable, DeadlineExceeded, ResourceExhausted, PermissionDenied, ...
+	}
+	return true // Connection, TLS, DNS, token and context errors.
+}
+
+// explain turns a failure into the reason logged, with what to do about it
+// when an operator has to act.
+func explain(err error) string {
+	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Sprintf("%v: grant the function's identity this permission (see k8s/rbac.yaml)", err)
+	case apierrors.IsUnauthorized(err):
+		return fmt.Sprintf("%v: the cluster does not accept the function's credentials", err)
+	case errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%v: the cluster did not answer in time", err)
+	}
+	if s, ok := status.FromError(err); ok {
+		switch s.Code() {
+		case codes.PermissionDenied, codes.Unauthenticated:
+			return fmt.Sprintf("%v: the function's service account needs roles/container.clusterViewer on the cluster's project", err)
+		case codes.NotFound:
+			return fmt.Sprintf("%v: check PROJECT, LOCATION and CLUSTER", err)
+		}
+	}
+	return err.Error()
+}

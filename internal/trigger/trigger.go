@@ -1,0 +1,187 @@
+// Package trigger turns one cloud-builds message into a decision: dismiss
+// it, or deploy the image the build pushed.
+//
+// Most messages on the topic are builds still queued or running, or builds of
+// other images. Those are dismissed from the message's attributes alone,
+// before the Build is decoded and without any network call. Only a SUCCESS
+// build that pushed the configured repository with a digest reaches the
+// cluster.
+package trigger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/cluster"
+	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/rollout"
+)
+
+// Connector hands out the target cluster's clientset and is told of errors
+// that may mean the connection is broken.
+type Connector interface {
+	Clientset(ctx context.Context) (kubernetes.Interface, error)
+	Forget(err error)
+}
+
+// Event is a CloudEvent carrying a Pub/Sub message, as the function receives it.
+type Event struct {
+	// ID and Time are the CloudEvent's; they stand in for the message ID and
+	// publish time when the message lacks them.
+	ID   string
+	Time time.Time
+	// Data is the CloudEvent data: {"message": {...}, "subscription": "..."}.
+	Data []byte
+}
+
+// Report is what an event led to: one log line's worth.
+type Report struct {
+	MessageID string
+	BuildID   string
+	Status    string
+	// Image is the image deployed, or that would have been.
+	Image string
+	// Previous is the image the target ran before.
+	Previous string
+	Target   string
+	Outcome  rollout.Outcome
+	Reason   string
+	DryRun   bool
+	// Patch is the patch sent, in a dry run.
+	Patch string
+}
+
+// ErrUnorderable is wrapped when a build has no createTime: it cannot be
+// ordered against the deployed build, so it is never deployed.
+var ErrUnorderable = errors.New("build cannot be ordered")
+
+// Handler decides and applies events for one configured target.
+type Handler struct {
+	cfg  config.Config
+	conn Connector
+	now  func() time.Time
+}
+
+// Options adjust a Handler.
+type Options struct {
+	// Connector replaces the connector built from the configuration.
+	Connector Connector
+	// Cluster adjusts the connector built from the configuration.
+	Cluster cluster.Options
+	// Now replaces time.Now.
+	Now func() time.Time
+}
+
+// New returns a Handler for cfg. It connects to nothing: the cluster
+// connection is made on the first event that needs it.
+func New(cfg config.Config, opts Options) *Handler {
+	h := &Handler{cfg: cfg, conn: opts.Connector, now: opts.Now}
+	if h.conn == nil {
+		copts := opts.Cluster
+		if copts.EmulatorHost == "" {
+			copts.EmulatorHost = cfg.ContainerEmulatorHost
+		}
+		if cfg.Cluster != "" {
+			h.conn = cluster.NewGKE(cfg.ClusterName(), copts)
+		} else {
+			h.conn = cluster.NewKubeconfig(cfg.Kubeconfig, copts)
+		}
+	}
+	if h.now == nil {
+		h.now = time.Now
+	}
+	return h
+}
+
+// Handle decides what ev means and acts on it. The error is non-nil only
+// for a failed outcome; Retryable tells whether redelivery can help.
+func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
+	rep := Report{Target: h.cfg.Target(), DryRun: h.cfg.DryRun, MessageID: ev.ID}
+	skip := func(format string, args ...any) (Report, error) {
+		rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf(format, args...)
+		return rep, nil
+	}
+	fail := func(err error) (Report, error) {
+		rep.Outcome, rep.Reason = rollout.Failed, explain(err)
+		return rep, err
+	}
+
+	msg, err := buildevent.DecodeMessage(ev.Data)
+	if err != nil {
+		return fail(err)
+	}
+	if msg.ID != "" {
+		rep.MessageID = msg.ID
+	}
+	rep.BuildID, rep.Status = msg.BuildID(), msg.Status()
+	if rep.Status != "" && rep.Status != cloudbuildpb.Build_SUCCESS.String() {
+		return skip("build status is %s, not SUCCESS", rep.Status)
+	}
+	published := msg.PublishTime
+	if published.IsZero() {
+		published = ev.Time
+	}
+	if age := h.now().Sub(published); !published.IsZero() && age > h.cfg.MaxEventAge {
+		return skip("event published %s ago, older than MAX_EVENT_AGE=%s", age.Round(time.Second), h.cfg.MaxEventAge)
+	}
+
+	build, err := buildevent.DecodeBuild(msg.Data)
+	if err != nil {
+		return fail(err)
+	}
+	rep.BuildID, rep.Status = build.GetId(), build.GetStatus().String()
+	if build.GetStatus() != cloudbuildpb.Build_SUCCESS {
+		return skip("build status is %s, not SUCCESS", rep.Status)
+	}
+	ref, err := image.Select(h.cfg.Image, build.GetResults().GetImages())
+	if err != nil {
+		return skip("%v (pushed: %s)", err, pushed(build))
+	}
+	rep.Image = ref.String()
+	if build.GetCreateTime() == nil {
+		return fail(fmt.Errorf("%w: build %s has no createTime", ErrUnorderable, build.GetId()))
+	}
+	release := rollout.Release{
+		BuildID:    build.GetId(),
+		CreateTime: build.GetCreateTime().AsTime(),
+		Commit:     buildevent.Commit(build),
+		Image:      ref,
+	}
+
+	client, err := h.conn.Clientset(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	target := rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
+	res, err := rollout.Rolling(ctx, client, target, release, rollout.Options{DryRun: h.cfg.DryRun})
+	h.conn.Forget(err)
+	rep.Previous = res.Previous
+	if err != nil {
+		return fail(err)
+	}
+	rep.Outcome, rep.Reason = res.Outcome, res.Reason
+	if h.cfg.DryRun {
+		rep.Patch = string(res.Patch)
+	}
+	return rep, nil
+}
+
+// pushed lists a build's pushed image names, for a skip reason.
+func pushed(b *cloudbuildpb.Build) string {
+	var names []string
+	for _, img := range b.GetResults().GetImages() {
+		names = append(names, img.GetName())
+	}
+	if len(names) == 0 {
+		return "none"
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,280 @@
+package trigger
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/rollout"
+)
+
+const webRepo = "us-docker.pkg.dev/demo-project/apps/web"
+
+// connector hands out a fake clientset and counts what it is asked.
+type connector struct {
+	client    kubernetes.Interface
+	err       error
+	calls     int
+	forgotten []error
+}
+
+func (c *connector) Clientset(context.Context) (kubernetes.Interface, error) {
+	c.calls++
+	return c.client, c.err
+}
+
+func (c *connector) Forget(err error) {
+	if err != nil {
+		c.forgotten = append(c.forgotten, err)
+	}
+}
+
+func testConfig(t *testing.T, extra map[string]string) config.Config {
+	t.Helper()
+	e := map[string]string{
+		"PROJECT": "demo-project", "LOCATION": "us-central1", "CLUSTER": "prod",
+		"NAMESPACE": "default", "DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": webRepo,
+	}
+	for k, v := range extra {
+		e[k] = v
+	}
+	cfg, err := config.Load(func(k string) string { return e[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+func webDeployment() *appsv1.Deployment {
+	labels := map[string]string{"app": "web"}
+	return &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: webRepo + ":initial"}}},
+			},
+		},
+	}
+}
+
+func readBuild(t *testing.T, name string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "builds", name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// event wraps a build in a messagePublished envelope published at published.
+func event(t *testing.T, build []byte, attrs map[string]string, published time.Time) Event {
+	t.Helper()
+	msg := map[string]any{"data": base64.StdEncoding.EncodeToString(build), "messageId": "m-1", "message_id": "m-1"}
+	if attrs != nil {
+		msg["attributes"] = attrs
+	}
+	if !published.IsZero() {
+		msg["publishTime"] = published.Format(time.RFC3339Nano)
+	}
+	data, err := json.Marshal(map[string]any{"message": msg, "subscription": "projects/demo-project/subscriptions/s"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Event{ID: "ce-1", Time: published, Data: data}
+}
+
+var now = time.Date(2026, 11, 2, 12, 0, 5, 0, time.UTC)
+
+func TestHandle(t *testing.T) {
+	web1 := readBuild(t, "web-1-success.json")
+	success := map[string]string{"buildId": "0b1d0000-0000-4000-8000-000000000001", "status": "SUCCESS"}
+	tests := []struct {
+		name      string
+		ev        Event
+		outcome   rollout.Outcome
+		reason    string
+		connected bool
+	}{
+		{"deploys a matching success", event(t, web1, success, now), rollout.Deployed,
+			"web rolls from " + webRepo + ":initial to " + webRepo + ":a1b2c3d@sha256:", true},
+		{"status attribute dismisses before decoding", event(t, []byte("not even json"), map[string]string{"status": "QUEUED"}, now),
+			rollout.Skipped, "build status is QUEUED, not SUCCESS", false},
+		{"status read from the body without attributes", event(t, []byte(`{"id":"x","status":"WORKING"}`), nil, now),
+			rollout.Skipped, "build status is WORKING, not SUCCESS", false},
+		{"too old", event(t, web1, success, now.Add(-2*time.Hour)), rollout.Skipped,
+			"event published 2h0m0s ago, older than MAX_EVENT_AGE=1h0m0s", false},
+		{"own redeploy build pushes no image", event(t, readBuild(t, "onnewimage-redeploy-success.json"), success, now),
+			rollout.Skipped, `no pushed image matches "` + webRepo + `" (pushed: none)`, false},
+		{"lookalike repository", event(t, readBuild(t, "lookalike-web-evil-success.json"), success, now),
+			rollout.Skipped, `no pushed image matches "` + webRepo + `" (pushed: ` + webRepo + `-evil:c3d4e5f, ` + webRepo + `-evil:latest)`, false},
+		{"no digest", event(t, []byte(`{"id":"nd","status":"SUCCESS","createTime":"2026-11-02T12:00:00Z","results":{"images":[{"name":"`+webRepo+`"}]}}`), success, now),
+			rollout.Skipped, "matching image has no digest: " + webRepo, false},
+		{"undecodable build", event(t, []byte(`{"status":"SUCCESS"}`), success, now), rollout.Failed,
+			"malformed build message: build has no id", false},
+		{"no createTime", event(t, []byte(`{"id":"nt","status":"SUCCESS","results":{"images":[{"name":"`+webRepo+`","digest":"sha256:`+strings.Repeat("a", 64)+`"}]}}`), success, now),
+			rollout.Failed, "build cannot be ordered: build nt has no createTime", false},
+		{"not an envelope", Event{Data: []byte(`{"hello":"world"}`)}, rollout.Failed,
+			`malformed build message: envelope has no "message"`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			conn := &connector{client: fake.NewClientset(webDeployment())}
+			h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
+			rep, err := h.Handle(context.Background(), tt.ev)
+			if rep.Outcome != tt.outcome || !strings.HasPrefix(rep.Reason, tt.reason) {
+				t.Errorf("Handle() = %s %q, want %s %q", rep.Outcome, rep.Reason, tt.outcome, tt.reason)
+			}
+			if (err != nil) != (tt.outcome == rollout.Failed) {
+				t.Errorf("Handle() error = %v with outcome %s", err, rep.Outcome)
+			}
+			if Retryable(err) {
+				t.Errorf("Retryable(%v) = true, want false: redelivery cannot change this", err)
+			}
+			if got := conn.calls > 0; got != tt.connected {
+				t.Errorf("connected to the cluster: %v, want %v", got, tt.connected)
+			}
+		})
+	}
+}
+
+func TestHandleReportsTheDeploy(t *testing.T) {
+	raw := readBuild(t, "web-2-success.json")
+	build, err := buildevent.DecodeBuild(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn := &connector{client: fake.NewClientset(webDeployment())}
+	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
+	rep, err := h.Handle(context.Background(), event(t, raw, nil, time.Time{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Report{
+		MessageID: "m-1",
+		BuildID:   "0b1d0000-0000-4000-8000-000000000002",
+		Status:    "SUCCESS",
+		Image:     webRepo + ":b2c3d4e@" + build.GetResults().GetImages()[0].GetDigest(),
+		Previous:  webRepo + ":initial",
+		Target:    "default/web:web",
+		Outcome:   rollout.Deployed,
+		Reason:    "web rolls from " + webRepo + ":initial to " + webRepo + ":b2c3d4e@" + build.GetResults().GetImages()[0].GetDigest(),
+	}
+	if diff := cmp.Diff(want, rep); diff != "" {
+		t.Errorf("Handle() (-want +got):\n%s", diff)
+	}
+}
+
+func TestHandleDryRun(t *testing.T) {
+	cs := fake.NewClientset(webDeployment())
+	h := New(testConfig(t, map[string]string{"DRY_RUN": "true"}), Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }})
+	rep, err := h.Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Outcome != rollout.Skipped || !rep.DryRun || !strings.Contains(rep.Patch, `"image":"`+webRepo+`:a1b2c3d@sha256:`) {
+		t.Errorf("Handle(dry run) = %+v, want skipped with the patch", rep)
+	}
+}
+
+func TestHandleConnectionFailureIsRetried(t *testing.T) {
+	conn := &connector{err: fmt.Errorf("getting cluster: %w", status.Error(codes.Unavailable, "down"))}
+	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
+	rep, err := h.Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+	if rep.Outcome != rollout.Failed || !Retryable(err) {
+		t.Errorf("Handle() = %s, %v (retryable %v); want a retryable failure", rep.Outcome, err, Retryable(err))
+	}
+}
+
+func TestHandleForgetsBrokenConnections(t *testing.T) {
+	cs := fake.NewClientset() // No deployment: the Get fails.
+	conn := &connector{client: cs}
+	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
+	_, err := h.Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+	if !apierrors.IsNotFound(err) || Retryable(err) {
+		t.Fatalf("missing deployment: error = %v, want a permanent NotFound", err)
+	}
+	if len(conn.forgotten) != 1 {
+		t.Errorf("Forget was told of %d errors, want the rollout's", len(conn.forgotten))
+	}
+}
+
+func TestRetryable(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	tests := []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"nil", nil, false},
+		{"malformed message", fmt.Errorf("x: %w", buildevent.ErrMalformed), false},
+		{"invalid configuration", fmt.Errorf("x: %w", config.ErrInvalid), false},
+		{"container missing", fmt.Errorf("x: %w", rollout.ErrTargetMissing), false},
+		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
+		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
+		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
+		{"bad request", apierrors.NewBadRequest("no"), false},
+		{"conflict", fmt.Errorf("patching: %w", apierrors.NewConflict(gr, "web", errors.New("modified"))), true},
+		{"too many requests", apierrors.NewTooManyRequests("slow down", 1), true},
+		{"internal error", apierrors.NewInternalError(errors.New("etcd")), true},
+		{"service unavailable", apierrors.NewServiceUnavailable("starting"), true},
+		{"server timeout", apierrors.NewServerTimeout(gr, "patch", 1), true},
+		{"timeout", apierrors.NewTimeoutError("slow", 1), true},
+		{"unauthorized", apierrors.NewUnauthorized("token"), true},
+		{"forbidden", apierrors.NewForbidden(gr, "web", errors.New("rbac")), true},
+		{"grpc unavailable", fmt.Errorf("getting cluster: %w", status.Error(codes.Unavailable, "x")), true},
+		{"grpc deadline", status.Error(codes.DeadlineExceeded, "x"), true},
+		{"grpc resource exhausted", status.Error(codes.ResourceExhausted, "quota"), true},
+		{"grpc permission denied", status.Error(codes.PermissionDenied, "iam"), true},
+		{"grpc unauthenticated", status.Error(codes.Unauthenticated, "adc"), true},
+		{"grpc not found", fmt.Errorf("getting cluster: %w", status.Error(codes.NotFound, "x")), false},
+		{"grpc invalid argument", status.Error(codes.InvalidArgument, "x"), false},
+		{"context deadline", fmt.Errorf("watch: %w", context.DeadlineExceeded), true},
+		{"connection refused", &url.Error{Op: "Get", URL: "https://x", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, true},
+		{"tls", &url.Error{Op: "Get", URL: "https://x", Err: x509.UnknownAuthorityError{}}, true},
+		{"token service", &url.Error{Op: "Get", URL: "https://x", Err: &oauth2.RetrieveError{ErrorCode: "backend_error"}}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := Retryable(tt.err); got != tt.want {
+				t.Errorf("Retryable(%v) = %v, want %v", tt.err, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestExplainSaysWhatToGrant(t *testing.T) {
+	gr := schema.GroupResource{Group: "apps", Resource: "deployments"}
+	forbidden := apierrors.NewForbidden(gr, "web", errors.New(`User "deployer@demo-project.iam.gserviceaccount.com" cannot patch resource "deployments"`))
+	if got := explain(forbidden); !strings.Contains(got, "cannot patch resource") || !strings.Contains(got, "k8s/rbac.yaml") {
+		t.Errorf("explain(forbidden) = %q", got)
+	}
+	if got := explain(status.Error(codes.PermissionDenied, "denied")); !strings.Contains(got, "roles/container.clusterViewer") {
+		t.Errorf("explain(PermissionDenied) = %q", got)
+	}
+}
