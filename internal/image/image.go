@@ -31,16 +31,18 @@ type Reference struct {
 var (
 	digestPattern = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
 	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	// A path component per the distribution spec, and a host with an optional port.
-	componentPattern = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
+	// A path component per the distribution spec, but for case: registries
+	// enforce lower case themselves, and names are matched exactly anyway
+	// (captured builds carry redacted names such as PROJECT_ID).
+	componentPattern = regexp.MustCompile(`^[a-zA-Z0-9]+(?:(?:[._]|__|-+)[a-zA-Z0-9]+)*$`)
 	hostPattern      = regexp.MustCompile(`^[A-Za-z0-9.-]+(?::[0-9]+)?$`)
 )
 
 // ErrInvalid is wrapped by every parse error.
 var ErrInvalid = errors.New("invalid image reference")
 
-// Parse parses s as an image reference. It rejects empty components,
-// uppercase repository paths, malformed tags and digests.
+// Parse parses s as an image reference. It rejects empty components and
+// malformed tags and digests.
 func Parse(s string) (Reference, error) {
 	var ref Reference
 	rest := s

@@ -29,6 +29,7 @@ func TestParse(t *testing.T) {
 		{"localhost:5000/web:5000", Reference{Repository: "localhost:5000/web", Tag: "5000"}},
 		{"registry.local:443/team/web@" + d2, Reference{Repository: "registry.local:443/team/web", Digest: d2}},
 		{"127.0.0.1:5000/a/b/c:x_y-z", Reference{Repository: "127.0.0.1:5000/a/b/c", Tag: "x_y-z"}},
+		{"gcr.io/PROJECT_ID/quickstart-image", Reference{Repository: "gcr.io/PROJECT_ID/quickstart-image"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -49,7 +50,7 @@ func TestParse(t *testing.T) {
 func TestParseRejects(t *testing.T) {
 	for _, in := range []string{
 		"", ":v1", "gcr.io/p/web:", "gcr.io/p/web@", "gcr.io/p/web@sha256:abc",
-		"gcr.io/p/web@md5:" + strings.Repeat("a", 32), "gcr.io/p/Web", "gcr.io//web",
+		"gcr.io/p/web@md5:" + strings.Repeat("a", 32), "gcr.io//web", "gcr.io/p/w#b",
 		"gcr.io/p/web:bad tag", "gcr.io/p/web/", "/web", "gcr.io/p/web:-v1",
 		"gcr.io/p/web@" + strings.ToUpper(d1),
 	} {
@@ -104,7 +105,7 @@ func TestPatternMatch(t *testing.T) {
 }
 
 func TestParsePatternRejectsTagAndDigest(t *testing.T) {
-	for _, in := range []string{"", "gcr.io/p/web:latest", "gcr.io/p/web@" + d1, "web:v1", "gcr.io/p/WEB"} {
+	for _, in := range []string{"", "gcr.io/p/web:latest", "gcr.io/p/web@" + d1, "web:v1", "gcr.io/p/w eb"} {
 		if _, err := ParsePattern(in); err == nil {
 			t.Errorf("ParsePattern(%q) succeeded, want an error", in)
 		}
