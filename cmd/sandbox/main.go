@@ -1,0 +1,255 @@
+// Command sandbox shows onNewImage working end to end on this machine, with
+// nothing outside loopback: a real Kubernetes control plane with RBAC, a GKE
+// stand-in (Container API and token service), the Pub/Sub emulator, and the
+// function run through the functions framework.
+//
+//	go run ./cmd/sandbox           # start everything, publish two builds, stay up
+//	go run ./cmd/sandbox publish   # publish a fresh build to a running sandbox
+//
+// The first run builds the control plane's binaries from Go modules (several
+// minutes on two cores) into a cache; later runs start in seconds.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"syscall"
+	"time"
+
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	"cloud.google.com/go/pubsub/v2"
+	"google.golang.org/protobuf/encoding/protojson"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/sandbox"
+)
+
+func main() {
+	flag.Usage = func() {
+		fmt.Fprintf(os.Stderr, "usage: go run ./cmd/sandbox [-exit] | go run ./cmd/sandbox publish\n")
+		flag.PrintDefaults()
+	}
+	exit := flag.Bool("exit", false, "stop after the demonstration instead of staying up")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	var err error
+	switch flag.Arg(0) {
+	case "":
+		err = run(ctx, *exit)
+	case "publish":
+		err = publish(ctx)
+	default:
+		flag.Usage()
+		os.Exit(2)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sandbox:", err)
+		os.Exit(1)
+	}
+}
+
+func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
+
+func run(ctx context.Context, exitAfter bool) error {
+	step("starting the sandbox (a first run builds the control plane from Go modules: several minutes)")
+	begin := time.Now()
+	sb, err := sandbox.Start(ctx, sandbox.Options{Log: os.Stdout})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		step("stopping every process the sandbox started")
+		if err := sb.Stop(); err != nil {
+			fmt.Println("stop:", err)
+		}
+	}()
+	fmt.Printf("sandbox up in %s\n", time.Since(begin).Round(time.Millisecond))
+
+	d, err := sb.WaitFor(ctx, sandbox.Deployment, sandbox.RolledOut)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("deployment %s/%s is rolled out, running %s\n", sandbox.Namespace, sandbox.Deployment, image(d))
+
+	for _, file := range []string{"testdata/builds/web-1-success.json", "testdata/builds/web-2-success.json"} {
+		b, err := sandbox.LoadBuild(file)
+		if err != nil {
+			return err
+		}
+		if err := release(ctx, sb, b); err != nil {
+			return err
+		}
+	}
+
+	step("the same build delivered again: Pub/Sub is at-least-once")
+	b, _ := sandbox.LoadBuild("testdata/builds/web-2-success.json")
+	if err := deliver(ctx, sb, b); err != nil {
+		return err
+	}
+	step("an older build delivered late")
+	b, _ = sandbox.LoadBuild("testdata/builds/web-1-success.json")
+	if err := deliver(ctx, sb, b); err != nil {
+		return err
+	}
+
+	step("kubectl rollout history deployment/%s", sandbox.Deployment)
+	history(ctx, sb)
+
+	kubeconfig := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
+	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
+		return err
+	}
+	if exitAfter {
+		return nil
+	}
+	step("the sandbox stays up until Ctrl-C")
+	fmt.Printf("  kubectl --kubeconfig %s get deployment web -o wide\n", kubeconfig)
+	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host)
+	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
+	seen := len(sb.Function.Logs())
+	for {
+		line, err := sb.Function.WaitLog(ctx, seen, func(map[string]any) bool { return true })
+		if err != nil {
+			return nil // Interrupted.
+		}
+		seen++
+		printDecision(line)
+	}
+}
+
+// release publishes a build's three messages, as Cloud Build does, shows
+// each decision, and watches the Deployment roll to the build's digest.
+func release(ctx context.Context, sb *sandbox.Sandbox, b *cloudbuildpb.Build) error {
+	step("build %s (commit %.7s) arrives on cloud-builds", b.GetId(), b.GetSubstitutions()["COMMIT_SHA"])
+	if err := deliver(ctx, sb, sandbox.WithStatus(b, cloudbuildpb.Build_QUEUED), sandbox.WithStatus(b, cloudbuildpb.Build_WORKING), b); err != nil {
+		return err
+	}
+	want := sandbox.Image
+	for _, img := range b.GetResults().GetImages() {
+		want = img.GetDigest()
+	}
+	last := ""
+	d, err := sb.WaitFor(ctx, sandbox.Deployment, func(d *appsv1.Deployment) bool {
+		s := fmt.Sprintf("  rollout: %d/%d updated, %d available, %d total", d.Status.UpdatedReplicas, *d.Spec.Replicas, d.Status.AvailableReplicas, d.Status.Replicas)
+		if s != last {
+			fmt.Println(s)
+			last = s
+		}
+		return sandbox.RolledOut(d) && len(image(d)) > len(want) && image(d)[len(image(d))-len(want):] == want
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  live: %s\n", image(d))
+	return nil
+}
+
+// deliver publishes builds one by one and prints the decision for each.
+func deliver(ctx context.Context, sb *sandbox.Sandbox, builds ...*cloudbuildpb.Build) error {
+	for _, b := range builds {
+		seen := len(sb.Function.Logs())
+		if _, err := sb.Publish(ctx, b); err != nil {
+			return err
+		}
+		wait, cancel := context.WithTimeout(ctx, time.Minute)
+		line, err := sb.Function.WaitLog(wait, seen, func(l map[string]any) bool { return l["buildId"] == b.GetId() })
+		cancel()
+		if err != nil {
+			return err
+		}
+		printDecision(line)
+	}
+	return nil
+}
+
+func printDecision(l map[string]any) {
+	fmt.Printf("  %-8v %-9v status=%-8v %v\n", l["severity"], l["outcome"], l["status"], l["reason"])
+}
+
+func image(d *appsv1.Deployment) string {
+	for _, c := range d.Spec.Template.Spec.Containers {
+		if c.Name == "web" {
+			return c.Image
+		}
+	}
+	return ""
+}
+
+// history shows the rollout history: with kubectl when it is installed,
+// else from the ReplicaSets, the way kubectl computes it.
+func history(ctx context.Context, sb *sandbox.Sandbox) {
+	if kubectl, err := exec.LookPath("kubectl"); err == nil {
+		cmd := exec.CommandContext(ctx, kubectl, "--kubeconfig", sb.Cluster.AdminKubeconfig, "rollout", "history", "deployment/"+sandbox.Deployment)
+		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
+		if cmd.Run() == nil {
+			return
+		}
+	}
+	rss, err := sb.Admin.AppsV1().ReplicaSets(sandbox.Namespace).List(ctx, metav1.ListOptions{LabelSelector: "app=web"})
+	if err != nil {
+		fmt.Println("  ", err)
+		return
+	}
+	sort.Slice(rss.Items, func(i, j int) bool {
+		a, _ := strconv.Atoi(rss.Items[i].Annotations["deployment.kubernetes.io/revision"])
+		b, _ := strconv.Atoi(rss.Items[j].Annotations["deployment.kubernetes.io/revision"])
+		return a < b
+	})
+	fmt.Println("REVISION  CHANGE-CAUSE")
+	for _, rs := range rss.Items {
+		fmt.Printf("%-9s %s\n", rs.Annotations["deployment.kubernetes.io/revision"], rs.Annotations[rollout.AnnotationChangeCause])
+	}
+}
+
+func mustRead(path string) []byte {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		panic(err)
+	}
+	return b
+}
+
+// publish sends a fresh build of the sample app (QUEUED, WORKING, SUCCESS)
+// to the running sandbox's emulator, named by PUBSUB_EMULATOR_HOST, with the
+// real Pub/Sub client.
+func publish(ctx context.Context) error {
+	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
+		return fmt.Errorf("set PUBSUB_EMULATOR_HOST to the address the running sandbox printed")
+	}
+	tmpl, err := sandbox.LoadBuild("testdata/builds/web-3-success.json")
+	if err != nil {
+		return err
+	}
+	b := sandbox.FreshBuild(tmpl)
+	client, err := pubsub.NewClient(ctx, sandbox.Project)
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	pub := client.Publisher(sandbox.Topic)
+	defer pub.Stop()
+	for _, m := range []*cloudbuildpb.Build{sandbox.WithStatus(b, cloudbuildpb.Build_QUEUED), sandbox.WithStatus(b, cloudbuildpb.Build_WORKING), b} {
+		data, err := protojson.Marshal(m)
+		if err != nil {
+			return err
+		}
+		id, err := pub.Publish(ctx, &pubsub.Message{Data: data, Attributes: map[string]string{"buildId": m.GetId(), "status": m.GetStatus().String()}}).Get(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("published %s build %s as message %s\n", m.GetStatus(), m.GetId(), id)
+	}
+	fmt.Printf("the sandbox should now roll web to %s\n", b.GetResults().GetImages()[0].GetName()+"@"+b.GetResults().GetImages()[0].GetDigest())
+	return nil
+}
