@@ -53,7 +53,7 @@ func (c *connector) Forget(err error) {
 	}
 }
 
-func testConfig(t *testing.T, extra map[string]string) config.Config {
+func testConfig(t testing.TB, extra map[string]string) config.Config {
 	t.Helper()
 	e := map[string]string{
 		"PROJECT": "demo-project", "LOCATION": "us-central1", "CLUSTER": "prod",
@@ -83,7 +83,7 @@ func webDeployment() *appsv1.Deployment {
 	}
 }
 
-func readBuild(t *testing.T, name string) []byte {
+func readBuild(t testing.TB, name string) []byte {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join("..", "..", "testdata", "builds", name))
 	if err != nil {
@@ -93,7 +93,7 @@ func readBuild(t *testing.T, name string) []byte {
 }
 
 // event wraps a build in a messagePublished envelope published at published.
-func event(t *testing.T, build []byte, attrs map[string]string, published time.Time) Event {
+func event(t testing.TB, build []byte, attrs map[string]string, published time.Time) Event {
 	t.Helper()
 	msg := map[string]any{"data": base64.StdEncoding.EncodeToString(build), "messageId": "m-1", "message_id": "m-1"}
 	if attrs != nil {
