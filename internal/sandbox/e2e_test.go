@@ -20,9 +20,10 @@ import (
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
-// start starts a sandbox for one test and stops it when the test ends,
-// whatever happens.
-func start(t *testing.T, opts Options) (*Sandbox, context.Context) {
+// start starts a sandbox for one test, waits until the Deployments named
+// (default: the sample app's) are rolled out, and stops it when the test
+// ends, whatever happens.
+func start(t *testing.T, opts Options, deployments ...string) (*Sandbox, context.Context) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("end-to-end: starts a local control plane and the Pub/Sub emulator")
@@ -47,8 +48,13 @@ func start(t *testing.T, opts Options) (*Sandbox, context.Context) {
 			t.Errorf("stopping the sandbox: %v", err)
 		}
 	})
-	if _, err := sb.WaitFor(ctx, Deployment, RolledOut); err != nil {
-		t.Fatal(err)
+	if len(deployments) == 0 {
+		deployments = []string{Deployment}
+	}
+	for _, name := range deployments {
+		if _, err := sb.WaitFor(ctx, name, RolledOut); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return sb, ctx
 }
@@ -104,9 +110,15 @@ func webContainer(d *appsv1.Deployment) string {
 // waitLive waits until the Deployment is rolled out on image.
 func waitLive(ctx context.Context, t *testing.T, sb *Sandbox, image string) *appsv1.Deployment {
 	t.Helper()
+	return waitRolledOutOn(ctx, t, sb, Deployment, image)
+}
+
+// waitRolledOutOn waits until the Deployment name is rolled out on image.
+func waitRolledOutOn(ctx context.Context, t *testing.T, sb *Sandbox, name, image string) *appsv1.Deployment {
+	t.Helper()
 	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	d, err := sb.WaitFor(wait, Deployment, func(d *appsv1.Deployment) bool { return RolledOut(d) && webContainer(d) == image })
+	d, err := sb.WaitFor(wait, name, func(d *appsv1.Deployment) bool { return RolledOut(d) && webContainer(d) == image })
 	if err != nil {
 		t.Fatalf("deployment never rolled out on %s (last: %s): %v", image, webContainer(d), err)
 	}
@@ -340,4 +352,27 @@ func TestE2EFaultsAreRetriedAndNothingIsLost(t *testing.T) {
 		waitLive(ctx, t, sb, pinned(b))
 		t.Logf("%s: failed first (%s), deployed on redelivery: %s", f.name, failed["reason"], ok["reason"])
 	}
+}
+
+// TestE2EForbiddenUntilAnOperatorGrantsRBAC starts without k8s/rbac.yaml:
+// the function must say which permission is missing and ask for
+// redelivery, and the build must deploy once the Role is applied.
+func TestE2EForbiddenUntilAnOperatorGrantsRBAC(t *testing.T) {
+	sb, ctx := start(t, Options{Manifests: []string{"k8s/deployment.yaml", "k8s/service.yaml"}})
+	b := load(t, "web-1-success.json")
+	line := publish(ctx, t, sb, b)
+	reason, _ := line["reason"].(string)
+	if line["outcome"] != "failed" || line["retry"] != true ||
+		!strings.Contains(reason, `User "`+ServiceAccount+`" cannot get resource "deployments"`) || !strings.Contains(reason, "k8s/rbac.yaml") {
+		t.Fatalf("without RBAC: %v; want a retried failure naming the missing permission", line)
+	}
+	if err := sb.Apply(ctx, "k8s/rbac.yaml"); err != nil {
+		t.Fatal(err)
+	}
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := sb.Function.WaitLog(wait, 0, func(l map[string]any) bool { return l["buildId"] == b.GetId() && l["outcome"] == "deployed" }); err != nil {
+		t.Fatalf("never deployed after the Role was applied: %v", err)
+	}
+	waitLive(ctx, t, sb, pinned(b))
 }

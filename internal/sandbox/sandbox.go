@@ -278,6 +278,20 @@ func (s *Sandbox) buildFunction(ctx context.Context) error {
 	return nil
 }
 
+// Run runs the program ./cmd/NAME (go run) with the function's environment
+// plus extra, as a user runs the project's commands against the same
+// configuration, and returns its combined output.
+func (s *Sandbox) Run(ctx context.Context, name string, extra map[string]string, args ...string) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "go", append([]string{"run", "./cmd/" + name}, args...)...)
+	cmd.Dir = s.Root
+	cmd.Env = s.FunctionEnv(extra)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return out, fmt.Errorf("go run ./cmd/%s: %w\n%s", name, err, out)
+	}
+	return out, nil
+}
+
 // Apply applies the manifests at paths (relative to Root) as the cluster
 // admin, with server-side apply.
 func (s *Sandbox) Apply(ctx context.Context, paths ...string) error {
