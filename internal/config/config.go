@@ -31,14 +31,44 @@ type Config struct {
 	// Image is the repository whose pushed digest is deployed.
 	Image image.Pattern
 
+	// Strategy is how a release reaches traffic.
+	Strategy Strategy
+	// Service or Ingress (exactly one, with the blue-green strategy) names
+	// the router that sends traffic to one colour.
+	Service, Ingress string
+	// RolloutTimeout bounds how long the blue-green strategy waits for the
+	// idle colour to become available before it gives up without switching.
+	RolloutTimeout time.Duration
+	// ScaleDownOld scales the colour traffic left to 0 after a switch.
+	ScaleDownOld bool
+
 	// MaxEventAge drops events published longer ago than this.
 	MaxEventAge time.Duration
 	// DryRun asks the API server to validate every write without persisting it.
 	DryRun bool
 }
 
-// DefaultMaxEventAge is MAX_EVENT_AGE when unset.
-const DefaultMaxEventAge = time.Hour
+// Strategy names how a release reaches traffic.
+type Strategy string
+
+// The strategies STRATEGY accepts.
+const (
+	// Rolling patches the one Deployment DEPLOYMENT; Kubernetes replaces its
+	// pods gradually.
+	Rolling Strategy = "rolling"
+	// BlueGreen deploys to the idle one of DEPLOYMENT-blue and
+	// DEPLOYMENT-green, waits until it is available, then switches the
+	// router (SERVICE or INGRESS) to it.
+	BlueGreen Strategy = "blue-green"
+)
+
+// Defaults of the optional settings.
+const (
+	// DefaultMaxEventAge is MAX_EVENT_AGE when unset.
+	DefaultMaxEventAge = time.Hour
+	// DefaultRolloutTimeout is ROLLOUT_TIMEOUT when unset.
+	DefaultRolloutTimeout = 5 * time.Minute
+)
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
 // an operator changes it.
@@ -60,6 +90,10 @@ func Load(getenv func(string) string) (Config, error) {
 		Namespace:             get("NAMESPACE"),
 		Deployment:            get("DEPLOYMENT"),
 		Container:             get("CONTAINER"),
+		Strategy:              Strategy(get("STRATEGY")),
+		Service:               get("SERVICE"),
+		Ingress:               get("INGRESS"),
+		RolloutTimeout:        DefaultRolloutTimeout,
 		MaxEventAge:           DefaultMaxEventAge,
 	}
 	if zone := get("ZONE"); c.Location == "" {
@@ -108,24 +142,73 @@ func Load(getenv func(string) string) (Config, error) {
 		c.Image = p
 	}
 
-	if raw := get("MAX_EVENT_AGE"); raw != "" {
+	switch c.Strategy {
+	case "":
+		c.Strategy = Rolling
+	case Rolling, BlueGreen:
+	default:
+		bad("STRATEGY=%q is not %q or %q", c.Strategy, Rolling, BlueGreen)
+	}
+	switch {
+	case c.Strategy == BlueGreen && c.Service == "" && c.Ingress == "":
+		bad("STRATEGY=%s needs the router: set SERVICE or INGRESS", BlueGreen)
+	case c.Strategy == BlueGreen && c.Service != "" && c.Ingress != "":
+		bad("SERVICE=%q and INGRESS=%q are both set: set only one router", c.Service, c.Ingress)
+	case c.Strategy != BlueGreen && (c.Service != "" || c.Ingress != ""):
+		bad("SERVICE and INGRESS are used only with STRATEGY=%s (STRATEGY is %s)", BlueGreen, c.Strategy)
+	}
+	if c.Service != "" {
+		if errs := validation.IsDNS1035Label(c.Service); len(errs) > 0 {
+			bad("SERVICE=%q: %s", c.Service, strings.Join(errs, "; "))
+		}
+	}
+	if c.Ingress != "" {
+		if errs := validation.IsDNS1123Subdomain(c.Ingress); len(errs) > 0 {
+			bad("INGRESS=%q: %s", c.Ingress, strings.Join(errs, "; "))
+		}
+	}
+	if c.Strategy == BlueGreen && c.Deployment != "" && len(validation.IsDNS1123Subdomain(c.Deployment)) == 0 {
+		// The colours' names derive from DEPLOYMENT; the longest must be valid too.
+		if errs := validation.IsDNS1123Subdomain(c.Deployment + "-green"); len(errs) > 0 {
+			bad("DEPLOYMENT=%q: %s-green: %s", c.Deployment, c.Deployment, strings.Join(errs, "; "))
+		}
+		if c.Ingress != "" {
+			if errs := validation.IsDNS1035Label(c.Deployment + "-green-svc"); len(errs) > 0 {
+				bad("DEPLOYMENT=%q: the colour service %s-green-svc: %s", c.Deployment, c.Deployment, strings.Join(errs, "; "))
+			}
+		}
+	}
+
+	duration := func(name string, into *time.Duration) {
+		raw := get(name)
+		if raw == "" {
+			return
+		}
 		d, err := time.ParseDuration(raw)
 		switch {
 		case err != nil:
-			bad("MAX_EVENT_AGE=%q is not a Go duration (e.g. 1h, 30m)", raw)
+			bad("%s=%q is not a Go duration (e.g. 1h, 30m)", name, raw)
 		case d <= 0:
-			bad("MAX_EVENT_AGE=%q must be positive", raw)
+			bad("%s=%q must be positive", name, raw)
 		default:
-			c.MaxEventAge = d
+			*into = d
 		}
 	}
-	if raw := get("DRY_RUN"); raw != "" {
+	boolean := func(name string, into *bool) {
+		raw := get(name)
+		if raw == "" {
+			return
+		}
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			bad("DRY_RUN=%q is not a boolean (true or false)", raw)
+			bad("%s=%q is not a boolean (true or false)", name, raw)
 		}
-		c.DryRun = b
+		*into = b
 	}
+	duration("MAX_EVENT_AGE", &c.MaxEventAge)
+	duration("ROLLOUT_TIMEOUT", &c.RolloutTimeout)
+	boolean("DRY_RUN", &c.DryRun)
+	boolean("SCALE_DOWN_OLD", &c.ScaleDownOld)
 
 	if len(problems) > 0 {
 		return c, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
@@ -139,7 +222,17 @@ func (c Config) ClusterName() string {
 	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", c.Project, c.Location, c.Cluster)
 }
 
-// Target names what is updated, for logs: namespace/deployment:container.
+// Target names what is updated, for logs: namespace/deployment:container,
+// or with the blue-green strategy
+// namespace/deployment-{blue,green}:container via service/NAME (or
+// ingress/NAME).
 func (c Config) Target() string {
-	return c.Namespace + "/" + c.Deployment + ":" + c.Container
+	if c.Strategy != BlueGreen {
+		return c.Namespace + "/" + c.Deployment + ":" + c.Container
+	}
+	router := "service/" + c.Service
+	if c.Ingress != "" {
+		router = "ingress/" + c.Ingress
+	}
+	return c.Namespace + "/" + c.Deployment + "-{blue,green}:" + c.Container + " via " + router
 }

@@ -87,3 +87,75 @@ func TestLoadRequiresProjectAndLocationWithCluster(t *testing.T) {
 		t.Errorf("error = %v", err)
 	}
 }
+
+func TestLoadStrategy(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra map[string]string
+		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld, Target()
+	}{
+		{"rolling by default", nil,
+			[]any{Rolling, "", "", DefaultRolloutTimeout, false, "default/web:web"}},
+		{"rolling named", map[string]string{"STRATEGY": "rolling"},
+			[]any{Rolling, "", "", DefaultRolloutTimeout, false, "default/web:web"}},
+		{"blue-green behind a service", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"},
+			[]any{BlueGreen, "web", "", DefaultRolloutTimeout, false, "default/web-{blue,green}:web via service/web"}},
+		{"blue-green behind an ingress, with options", map[string]string{
+			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true"},
+			[]any{BlueGreen, "", "web.public", 90 * time.Second, true, "default/web-{blue,green}:web via ingress/web.public"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			c, err := Load(env(e))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []any{c.Strategy, c.Service, c.Ingress, c.RolloutTimeout, c.ScaleDownOld, c.Target()}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Load (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestLoadStrategyProblems(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra map[string]string
+		want  []string
+	}{
+		{"unknown strategy", map[string]string{"STRATEGY": "canary"}, []string{`STRATEGY="canary" is not "rolling" or "blue-green"`}},
+		{"blue-green without a router", map[string]string{"STRATEGY": "blue-green"}, []string{"needs the router: set SERVICE or INGRESS"}},
+		{"blue-green with two routers", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "INGRESS": "web"},
+			[]string{`SERVICE="web" and INGRESS="web" are both set`}},
+		{"router without blue-green", map[string]string{"SERVICE": "web"}, []string{"SERVICE and INGRESS are used only with STRATEGY=blue-green"}},
+		{"every problem at once", map[string]string{
+			"STRATEGY": "blue-green", "SERVICE": "Web_1", "ROLLOUT_TIMEOUT": "-1m", "SCALE_DOWN_OLD": "sometimes", "DRY_RUN": "maybe"},
+			[]string{`SERVICE="Web_1"`, `ROLLOUT_TIMEOUT="-1m" must be positive`, `SCALE_DOWN_OLD="sometimes" is not a boolean`, `DRY_RUN="maybe"`}},
+		{"timeout not a duration", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "ROLLOUT_TIMEOUT": "5"},
+			[]string{`ROLLOUT_TIMEOUT="5" is not a Go duration`}},
+		{"colour service name too long", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "DEPLOYMENT": strings.Repeat("w", 60)},
+			[]string{"the colour service " + strings.Repeat("w", 60) + "-green-svc"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			_, err := Load(env(e))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error = %v, want ErrInvalid", err)
+			}
+			for _, want := range tt.want {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
+	}
+}

@@ -16,11 +16,13 @@ import (
 
 // Retryable reports whether a failed event can succeed if Pub/Sub delivers
 // it again: the error is transient (unavailable, timeout, throttled,
-// conflict) or an operator can fix its cause without touching the message
+// conflict, a blue-green release not yet available within ROLLOUT_TIMEOUT)
+// or an operator can fix its cause without touching the message
 // (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
 // (undecodable message, invalid configuration, missing Deployment or
-// container) are not retryable. An error this function does not recognise
-// is retried: MAX_EVENT_AGE bounds how long.
+// container, a router pointing at neither colour, a release that exceeded
+// its progress deadline) are not retryable. An error this function does not
+// recognise is retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
@@ -28,8 +30,14 @@ func Retryable(err error) bool {
 	case errors.Is(err, buildevent.ErrMalformed),
 		errors.Is(err, config.ErrInvalid),
 		errors.Is(err, rollout.ErrTargetMissing),
+		errors.Is(err, rollout.ErrRouterUnknown),
+		errors.Is(err, rollout.ErrProgressDeadline),
 		errors.Is(err, ErrUnorderable):
 		return false
+	case errors.Is(err, rollout.ErrRolloutTimeout):
+		// The retry finds the release on the idle colour, does not patch it
+		// again, and switches once it is available.
+		return true
 	}
 	var apiStatus apierrors.APIStatus
 	if errors.As(err, &apiStatus) {

@@ -160,8 +160,14 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	if err != nil {
 		return fail(err)
 	}
-	target := rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
-	res, err := rollout.Rolling(ctx, client, target, release, rollout.Options{DryRun: h.cfg.DryRun})
+	var res rollout.Result
+	switch h.cfg.Strategy {
+	case config.BlueGreen:
+		res, err = rollout.BlueGreen(ctx, client, h.blueGreenTarget(), release, h.blueGreenOptions())
+	default:
+		target := rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
+		res, err = rollout.Rolling(ctx, client, target, release, rollout.Options{DryRun: h.cfg.DryRun})
+	}
 	h.conn.Forget(err)
 	rep.Previous = res.Previous
 	if err != nil {
@@ -172,6 +178,36 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		rep.Patch = string(res.Patch)
 	}
 	return rep, nil
+}
+
+// Rollback switches the configured blue-green target back to the colour
+// traffic left at the last switch (see rollout.Rollback). The error wraps
+// config.ErrInvalid when the strategy is not blue-green.
+func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
+	if h.cfg.Strategy != config.BlueGreen {
+		return rollout.Result{}, fmt.Errorf("%w: rollback needs STRATEGY=%s (STRATEGY is %s; use kubectl rollout undo)",
+			config.ErrInvalid, config.BlueGreen, h.cfg.Strategy)
+	}
+	client, err := h.conn.Clientset(ctx)
+	if err != nil {
+		return rollout.Result{}, err
+	}
+	res, err := rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
+	h.conn.Forget(err)
+	return res, err
+}
+
+func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
+	t := rollout.BlueGreenTarget{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container,
+		RouterKind: rollout.ServiceRouter, Router: h.cfg.Service}
+	if h.cfg.Ingress != "" {
+		t.RouterKind, t.Router = rollout.IngressRouter, h.cfg.Ingress
+	}
+	return t
+}
+
+func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
+	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, DryRun: h.cfg.DryRun}
 }
 
 // pushed lists a build's pushed image names, for a skip reason.

@@ -235,6 +235,9 @@ func TestRetryable(t *testing.T) {
 		{"malformed message", fmt.Errorf("x: %w", buildevent.ErrMalformed), false},
 		{"invalid configuration", fmt.Errorf("x: %w", config.ErrInvalid), false},
 		{"container missing", fmt.Errorf("x: %w", rollout.ErrTargetMissing), false},
+		{"router on neither colour", fmt.Errorf("x: %w", rollout.ErrRouterUnknown), false},
+		{"progress deadline exceeded", fmt.Errorf("x: %w", rollout.ErrProgressDeadline), false},
+		{"rollout timeout", fmt.Errorf("x: %w", rollout.ErrRolloutTimeout), true},
 		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
@@ -276,5 +279,95 @@ func TestExplainSaysWhatToGrant(t *testing.T) {
 	}
 	if got := explain(status.Error(codes.PermissionDenied, "denied")); !strings.Contains(got, "roles/container.clusterViewer") {
 		t.Errorf("explain(PermissionDenied) = %q", got)
+	}
+}
+
+// colourDeployment is web-<colour>, fully rolled out on webRepo:<tag>, with
+// status as the controller would report it.
+func colourDeployment(colour, tag string, status appsv1.DeploymentStatus) *appsv1.Deployment {
+	d := webDeployment()
+	d.Name = "web-" + colour
+	labels := map[string]string{"app": "web", "version": colour}
+	d.Spec.Selector.MatchLabels, d.Spec.Template.Labels = labels, labels
+	d.Spec.Template.Spec.Containers[0].Image = webRepo + ":" + tag
+	replicas := int32(2)
+	d.Spec.Replicas = &replicas
+	d.Generation, d.ResourceVersion = 1, "1"
+	d.Status = status
+	return d
+}
+
+func routerService(colour string) *corev1.Service {
+	return &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default", ResourceVersion: "1"},
+		Spec:       corev1.ServiceSpec{Selector: map[string]string{"app": "web", "version": colour}},
+	}
+}
+
+func TestHandleBlueGreen(t *testing.T) {
+	available := appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}
+	deadline := appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 3, UpdatedReplicas: 1, AvailableReplicas: 2,
+		Conditions: []appsv1.DeploymentCondition{{Type: appsv1.DeploymentProgressing, Reason: "ProgressDeadlineExceeded"}}}
+	tests := []struct {
+		name      string
+		router    string // The colour the Service selects.
+		green     appsv1.DeploymentStatus
+		outcome   rollout.Outcome
+		reason    string
+		retryable bool
+		live      string // The colour the Service selects afterwards.
+		previous  string
+	}{
+		{"switches once the idle colour is available", "blue", available, rollout.Deployed,
+			"switched service web from blue to green after web-green became available (2/2)", false, "green", webRepo + ":initial"},
+		{"a release past its progress deadline is not switched to", "blue", deadline, rollout.Failed,
+			"release exceeded its progress deadline: web-green made no progress", false, "blue", webRepo + ":initial"},
+		{"a router on neither colour", "canary", available, rollout.Failed,
+			`router points at no single colour: service default/web selects version="canary"`, false, "canary", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := fake.NewClientset(routerService(tt.router), colourDeployment("blue", "initial", available), colourDeployment("green", "older", tt.green))
+			cfg := testConfig(t, map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "10s"})
+			h := New(cfg, Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }})
+			rep, err := h.Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+			if rep.Outcome != tt.outcome || !strings.HasPrefix(rep.Reason, tt.reason) {
+				t.Errorf("Handle() = %s %q, want %s %q", rep.Outcome, rep.Reason, tt.outcome, tt.reason)
+			}
+			if (err != nil) != (tt.outcome == rollout.Failed) || Retryable(err) != tt.retryable {
+				t.Errorf("Handle() error = %v (retryable %v), want retryable %v", err, Retryable(err), tt.retryable)
+			}
+			got := []string{rep.Target, rep.Previous}
+			if diff := cmp.Diff([]string{"default/web-{blue,green}:web via service/web", tt.previous}, got); diff != "" {
+				t.Errorf("target, previous (-want +got):\n%s", diff)
+			}
+			svc, err := cs.CoreV1().Services("default").Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := svc.Spec.Selector["version"]; got != tt.live {
+				t.Errorf("service selects version=%s, want %s", got, tt.live)
+			}
+		})
+	}
+}
+
+func TestRollback(t *testing.T) {
+	available := appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}
+	cs := fake.NewClientset(routerService("green"), colourDeployment("blue", "initial", available), colourDeployment("green", "newer", available))
+	cfg := testConfig(t, map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"})
+	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial"
+	if res.Outcome != rollout.Deployed || res.Reason != want {
+		t.Errorf("Rollback() = %s %q, want deployed %q", res.Outcome, res.Reason, want)
+	}
+
+	conn := &connector{client: cs}
+	_, err = New(testConfig(t, nil), Options{Connector: conn}).Rollback(context.Background())
+	if !errors.Is(err, config.ErrInvalid) || conn.calls != 0 {
+		t.Errorf("Rollback(rolling) = %v after %d connections, want ErrInvalid before connecting", err, conn.calls)
 	}
 }

@@ -1,0 +1,837 @@
+package rollout
+
+// Blue-green: two Deployments, DEPLOYMENT-blue and DEPLOYMENT-green, and one
+// router in front that sends all traffic to one of them (the live colour).
+// A release goes to the other one (the idle colour); traffic switches only
+// once the idle colour is fully rolled out by kubectl's rules.
+//
+// The router is also the lock. Its resourceVersion, as read when a release is
+// decided, is the precondition of every write that commits to that decision:
+// before an invocation patches the idle Deployment it writes a claim on the
+// router (AnnotationDeploying), and it switches the router with the
+// resourceVersion that claim left. An invocation that decided on an older
+// view of the router therefore gets Conflict on its next router write, reads
+// again and decides again; it can never patch the colour that went live in
+// the meantime, nor switch after another release claimed the idle colour.
+// The patch of the idle Deployment (with the resourceVersion read before the
+// claim as its precondition) always records the claim (AnnotationClaim), so
+// that a patch decided under an earlier claim, still in flight, conflicts
+// instead of landing on a colour that a later claim has switched to.
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/onnewimage/onnewimage/internal/image"
+)
+
+// Colour is one of the two Deployments of a blue-green target.
+type Colour string
+
+// The two colours.
+const (
+	Blue  Colour = "blue"
+	Green Colour = "green"
+)
+
+// Other is the colour that c is not.
+func (c Colour) Other() Colour {
+	if c == Blue {
+		return Green
+	}
+	return Blue
+}
+
+// ColourLabel is the pod label that tells the colours apart, and the key of
+// a Service router's selector that the switch changes.
+const ColourLabel = "version"
+
+// RouterKind is the kind of object that sends traffic to the live colour.
+type RouterKind string
+
+// The router kinds.
+const (
+	// ServiceRouter is a Service whose selector's ColourLabel is switched.
+	ServiceRouter RouterKind = "service"
+	// IngressRouter is a networking.k8s.io/v1 Ingress whose backends are
+	// switched between the colour Services DEPLOYMENT-blue-svc and
+	// DEPLOYMENT-green-svc: the default backend and every rule path whose
+	// backend is a colour Service. Backends naming other Services are left
+	// alone.
+	IngressRouter RouterKind = "ingress"
+)
+
+// Annotation keys the blue-green strategy writes on the router, besides
+// AnnotationBuildID, AnnotationBuildCreateTime, AnnotationImage and
+// AnnotationCommit, which there record the live release.
+const (
+	// AnnotationPreviousColour holds the colour traffic left at the last
+	// switch: where Rollback goes back to.
+	AnnotationPreviousColour = "onnewimage.dev/previous-colour"
+	// AnnotationDeploying holds the build last deployed to the idle colour
+	// and not (yet) switched to, as "BUILD to COLOUR". Writing it is the
+	// claim that makes concurrent invocations conflict; the switch removes
+	// it, and a release that failed to become available leaves it behind.
+	AnnotationDeploying = "onnewimage.dev/deploying"
+	// AnnotationClaim, on a colour's Deployment, holds the router's
+	// resourceVersion right after the claim of the release last deployed to
+	// it. It changes with every claim, so every claim changes the Deployment
+	// too, and a patch of it decided before the claim conflicts.
+	AnnotationClaim = "onnewimage.dev/claim"
+	// AnnotationRolledBackBuildID holds the build Rollback took out of
+	// traffic. Neither it nor an older build is switched to again; a newer
+	// build is.
+	AnnotationRolledBackBuildID = "onnewimage.dev/rolled-back-build-id"
+	// AnnotationRolledBackCreateTime holds the createTime (RFC 3339) of the
+	// build Rollback took out of traffic.
+	AnnotationRolledBackCreateTime = "onnewimage.dev/rolled-back-build-create-time"
+)
+
+var (
+	// ErrRouterUnknown is wrapped when the router sends traffic to neither
+	// colour, or to both: only an operator can fix that.
+	ErrRouterUnknown = errors.New("router points at no single colour")
+	// ErrProgressDeadline is wrapped when the idle colour reports
+	// ProgressDeadlineExceeded: the release is broken, and delivering it
+	// again cannot help. Traffic stays where it was.
+	ErrProgressDeadline = errors.New("release exceeded its progress deadline")
+	// ErrRolloutTimeout is wrapped when the idle colour did not become
+	// available within the rollout timeout. Traffic stays where it was. A
+	// slow rollout may finish by the time the event is delivered again, and
+	// the retry then switches without patching again.
+	ErrRolloutTimeout = errors.New("release not available in time")
+	// ErrNoPrevious is wrapped when Rollback finds no previous release on
+	// the idle colour: it holds a newer build than the live one, or a
+	// release has claimed it (AnnotationDeploying) and may be deploying.
+	ErrNoPrevious = errors.New("no previous release to roll back to")
+)
+
+// errChanged says that what a decision was based on changed while it was
+// carried out (the idle colour was taken by another release, the watch
+// expired): read again and decide again.
+var errChanged = errors.New("changed while waiting")
+
+// BlueGreenTarget is a blue-green pair of Deployments and the router in
+// front of them.
+type BlueGreenTarget struct {
+	Namespace string
+	// Deployment is the pair's base name: the colours are Deployment-blue
+	// and Deployment-green.
+	Deployment string
+	// Container is the container whose image is deployed.
+	Container string
+	// RouterKind and Router name the router, in Namespace.
+	RouterKind RouterKind
+	Router     string
+}
+
+// DeploymentFor is the name of colour c's Deployment.
+func (t BlueGreenTarget) DeploymentFor(c Colour) string { return t.Deployment + "-" + string(c) }
+
+// ServiceFor is the name of colour c's Service, the backend an Ingress
+// router switches to.
+func (t BlueGreenTarget) ServiceFor(c Colour) string { return t.DeploymentFor(c) + "-svc" }
+
+// String formats the target as namespace/deployment-{blue,green}:container
+// via kind/router.
+func (t BlueGreenTarget) String() string {
+	return fmt.Sprintf("%s/%s-{blue,green}:%s via %s/%s", t.Namespace, t.Deployment, t.Container, t.RouterKind, t.Router)
+}
+
+// BlueGreenOptions adjust how a release is applied, or rolled back.
+type BlueGreenOptions struct {
+	// Timeout bounds the wait for the idle colour to become available; zero
+	// leaves only ctx to bound it.
+	Timeout time.Duration
+	// ScaleDownOld scales the colour traffic left to 0 after a switch.
+	ScaleDownOld bool
+	// DryRun has the API server validate each write without persisting it;
+	// nothing is waited for.
+	DryRun bool
+}
+
+// BlueGreen deploys r to the idle colour of t, waits until that colour is
+// fully rolled out, then switches the router to it. A release that is
+// already live, or not newer than the live (or rolled-back) one, changes
+// nothing; one that the idle colour already runs (an earlier attempt timed
+// out) is not patched again but waited for and switched to.
+//
+// A release that does not become available is never switched to: the
+// Result is Failed and the error wraps ErrRolloutTimeout or
+// ErrProgressDeadline.
+func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
+	waitCtx, cancel := waitContext(ctx, o.Timeout)
+	defer cancel()
+	var res Result
+	err := retry.OnError(conflictBackoff, rereadable, func() error {
+		var err error
+		res, err = blueGreenOnce(ctx, waitCtx, client, t, r, o)
+		return err
+	})
+	return res, err
+}
+
+// rereadable reports whether err means "read again and decide again".
+func rereadable(err error) bool { return apierrors.IsConflict(err) || errors.Is(err, errChanged) }
+
+// errTimeout is the cause of a wait context that ran out.
+var errTimeout = errors.New("rollout timeout")
+
+func waitContext(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
+	if timeout <= 0 {
+		return context.WithCancel(ctx)
+	}
+	return context.WithTimeoutCause(ctx, timeout, errTimeout)
+}
+
+func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
+	s, err := readBlueGreen(ctx, client, t)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
+	deploy, reason := s.judge(r)
+	if reason != "" {
+		res.Reason = reason
+		return res, nil
+	}
+
+	// Claim the idle colour on the router, then patch it: always the release
+	// annotations and the claim, so that a patch of the idle colour another
+	// invocation decided before this claim conflicts; the image unless the
+	// idle colour already runs r (no new rollout then); the replica count if
+	// it was scaled down.
+	routerVersion := s.router.meta().GetResourceVersion()
+	if !o.DryRun {
+		claim := map[string]any{"metadata": map[string]any{
+			"resourceVersion": routerVersion,
+			"annotations":     map[string]any{AnnotationDeploying: r.BuildID + " to " + string(s.idleColour)},
+		}}
+		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
+			return res, err
+		}
+	}
+	annotations := releaseAnnotations(r)
+	annotations[AnnotationClaim] = routerVersion
+	idlePatch := map[string]any{"metadata": map[string]any{"annotations": annotations}}
+	spec := map[string]any{}
+	if deploy {
+		spec["template"] = map[string]any{"spec": map[string]any{
+			"containers": []any{map[string]any{"name": t.Container, "image": r.Image.String()}},
+		}}
+	}
+	if replicas(s.idle) == 0 {
+		spec["replicas"] = s.wantReplicas()
+	}
+	if len(spec) > 0 {
+		idlePatch["spec"] = spec
+	}
+	idle, p, err := patchDeployment(ctx, client, s.idle, idlePatch, o)
+	sent := [][]byte{p}
+	if err != nil {
+		return res, err
+	}
+
+	sw := s.switchPatch(routerVersion, map[string]any{
+		AnnotationBuildID:              r.BuildID,
+		AnnotationBuildCreateTime:      r.CreateTime.UTC().Format(time.RFC3339Nano),
+		AnnotationImage:                r.Image.String(),
+		AnnotationCommit:               nilIfEmpty(r.Commit),
+		AnnotationRolledBackBuildID:    nil,
+		AnnotationRolledBackCreateTime: nil,
+	})
+	if o.DryRun {
+		return s.dryRun(ctx, sw, sent, o)
+	}
+
+	idle, err = waitRolledOut(waitCtx, client, idle, t.Container, r.Image.String(), o.Timeout)
+	if err != nil {
+		return failed(res, err)
+	}
+	if _, err := s.router.patch(ctx, sw, o); err != nil {
+		return res, err
+	}
+	res.Outcome, res.Patch = Deployed, mustJSON(sw)
+	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s became available (%s)",
+		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle))
+	res.Reason += s.scaleDown(ctx, client, o)
+	return res, nil
+}
+
+// Rollback switches t's router back to the other colour, the one traffic
+// left at the last switch. If that colour was scaled down it is scaled up
+// to the live colour's replica count first, and in any case it must be
+// fully rolled out before traffic moves. The router records the release it
+// left in AnnotationRolledBackBuildID, so that redelivering that build does
+// not switch to it again.
+//
+// Rollback switches at most once: when the router changed since it was
+// read, the error wraps Conflict and nothing was switched. It refuses, with
+// ErrNoPrevious, when the other colour holds a build newer than the live
+// one (a release not yet, or never, switched to).
+func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, o BlueGreenOptions) (Result, error) {
+	s, err := readBlueGreen(ctx, client, t)
+	if err != nil {
+		return Result{}, err
+	}
+	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
+	live := s.liveRecord()
+	back := recordOf(s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	rolledBack := recordOf(s.router.meta().GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime)
+	if back.ok && live.ok && back.id != rolledBack.id && back.release().newerThan(live.id, live.at) {
+		return failed(res, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
+			ErrNoPrevious, s.idle.Name, back.id, live.id))
+	}
+	// A release that claimed the idle colour may not have patched it yet;
+	// this switch would not stop that patch.
+	if claim := s.router.meta().GetAnnotations()[AnnotationDeploying]; strings.HasSuffix(claim, " to "+string(s.idleColour)) &&
+		!strings.HasPrefix(claim, rollbackClaim) && !strings.HasPrefix(claim, back.id+" ") {
+		return failed(res, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again, or remove the annotation if that deploy is gone",
+			ErrNoPrevious, s.router, AnnotationDeploying, claim, s.idle.Name))
+	}
+
+	var sent [][]byte
+	routerVersion := s.router.meta().GetResourceVersion()
+	idle := s.idle
+	if replicas(idle) == 0 {
+		if !o.DryRun {
+			claim := map[string]any{"metadata": map[string]any{
+				"resourceVersion": routerVersion,
+				"annotations":     map[string]any{AnnotationDeploying: rollbackClaim + " to " + string(s.idleColour)},
+			}}
+			if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
+				return res, rollbackConflict(s, err)
+			}
+		}
+		var p []byte
+		idle, p, err = patchDeployment(ctx, client, idle, map[string]any{"spec": map[string]any{"replicas": s.wantReplicas()}}, o)
+		sent = append(sent, p)
+		if err != nil {
+			return res, err
+		}
+	}
+
+	annotations := map[string]any{
+		AnnotationBuildID:              nilIfEmpty(back.id),
+		AnnotationBuildCreateTime:      nilIfEmpty(idle.Annotations[AnnotationBuildCreateTime]),
+		AnnotationImage:                s.idleContainer.Image,
+		AnnotationCommit:               nilIfEmpty(idle.Annotations[AnnotationCommit]),
+		AnnotationRolledBackBuildID:    nilIfEmpty(live.id),
+		AnnotationRolledBackCreateTime: nil,
+	}
+	if live.ok {
+		annotations[AnnotationRolledBackCreateTime] = live.at.UTC().Format(time.RFC3339Nano)
+	}
+	sw := s.switchPatch(routerVersion, annotations)
+	if o.DryRun {
+		return s.dryRun(ctx, sw, sent, o)
+	}
+
+	waitCtx, cancel := waitContext(ctx, o.Timeout)
+	defer cancel()
+	idle, err = waitRolledOut(waitCtx, client, idle, t.Container, s.idleContainer.Image, o.Timeout)
+	if errors.Is(err, errChanged) {
+		err = fmt.Errorf("%w: nothing was switched; run rollback again if still needed", err)
+	}
+	if err != nil {
+		return failed(res, err)
+	}
+	if _, err := s.router.patch(ctx, sw, o); err != nil {
+		return res, rollbackConflict(s, err)
+	}
+	res.Outcome, res.Patch = Deployed, mustJSON(sw)
+	res.Reason = fmt.Sprintf("rolled back %s from %s to %s after %s became available (%s); it runs %s",
+		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle), s.idleContainer.Image)
+	if back.id != "" {
+		res.Reason += " (build " + back.id + ")"
+	}
+	res.Reason += s.scaleDown(ctx, client, o)
+	return res, nil
+}
+
+// rollbackClaim is the claim Rollback writes, as "rollback to COLOUR".
+const rollbackClaim = "rollback"
+
+func rollbackConflict(s *blueGreenState, err error) error {
+	if apierrors.IsConflict(err) {
+		return fmt.Errorf("%s changed since it was read, nothing was switched; run rollback again if still needed: %w", s.router, err)
+	}
+	return err
+}
+
+// failed turns a failed wait into the Result that says so.
+func failed(res Result, err error) (Result, error) {
+	res.Outcome, res.Reason = Failed, err.Error()
+	return res, err
+}
+
+// blueGreenState is a blue-green target as read: the router, and the live
+// and idle colours' Deployments.
+type blueGreenState struct {
+	t                            BlueGreenTarget
+	router                       router
+	liveColour, idleColour       Colour
+	live, idle                   *appsv1.Deployment
+	liveContainer, idleContainer *corev1.Container
+}
+
+func readBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (*blueGreenState, error) {
+	rt, err := getRouter(ctx, client, t)
+	if err != nil {
+		return nil, err
+	}
+	s := &blueGreenState{t: t, router: rt}
+	if s.liveColour, err = rt.colour(); err != nil {
+		return nil, err
+	}
+	s.idleColour = s.liveColour.Other()
+	deployments := client.AppsV1().Deployments(t.Namespace)
+	for _, d := range []struct {
+		colour    Colour
+		into      **appsv1.Deployment
+		container **corev1.Container
+	}{{s.liveColour, &s.live, &s.liveContainer}, {s.idleColour, &s.idle, &s.idleContainer}} {
+		name := t.DeploymentFor(d.colour)
+		dep, err := deployments.Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, name, err)
+		}
+		c := findContainer(dep.Spec.Template.Spec.Containers, t.Container)
+		if c == nil {
+			return nil, fmt.Errorf("%w: deployment %s/%s has no container %q (it has %s)",
+				ErrTargetMissing, t.Namespace, name, t.Container, containerNames(dep.Spec.Template.Spec.Containers))
+		}
+		*d.into, *d.container = dep, c
+	}
+	return s, nil
+}
+
+// judge decides what r means for the target as read. It returns a reason
+// to leave everything alone, or "" and whether the idle colour needs r's
+// image (false: it already runs r's digest).
+func (s *blueGreenState) judge(r Release) (deploy bool, reason string) {
+	if sameDigest(s.liveContainer.Image, r.Image) {
+		return false, fmt.Sprintf("already live: %s (%s) runs %s", s.live.Name, s.liveColour, r.Image.Digest)
+	}
+	if live := s.liveRecord(); live.ok || live.id != "" {
+		if live.id == r.BuildID {
+			return false, fmt.Sprintf("build %s is already live on %s (the image has since been changed by hand to %s)", live.id, s.liveColour, s.liveContainer.Image)
+		}
+		if live.ok && !r.newerThan(live.id, live.at) {
+			return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the live build %s (created %s)",
+				r.BuildID, r.CreateTime.Format(time.RFC3339), live.id, live.at.Format(time.RFC3339))
+		}
+	}
+	rb := recordOf(s.router.meta().GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime)
+	if rb.id == r.BuildID {
+		return false, fmt.Sprintf("build %s was rolled back: it is not switched to again", rb.id)
+	}
+	if rb.ok && !r.newerThan(rb.id, rb.at) {
+		return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the rolled-back build %s (created %s)",
+			r.BuildID, r.CreateTime.Format(time.RFC3339), rb.id, rb.at.Format(time.RFC3339))
+	}
+	if sameDigest(s.idleContainer.Image, r.Image) {
+		return false, ""
+	}
+	if idle := recordOf(s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime); idle.ok && idle.release().newerThan(r.BuildID, r.CreateTime) {
+		return false, fmt.Sprintf("superseded: the newer build %s (created %s) is being deployed to %s",
+			idle.id, idle.at.Format(time.RFC3339), s.idle.Name)
+	}
+	return true, ""
+}
+
+// liveRecord is the live release as the router records it, or, before the
+// first switch, as the live Deployment does.
+func (s *blueGreenState) liveRecord() record {
+	if rec := recordOf(s.router.meta().GetAnnotations(), AnnotationBuildID, AnnotationBuildCreateTime); rec.id != "" {
+		return rec
+	}
+	return recordOf(s.live.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+}
+
+// wantReplicas is the replica count a scaled-down colour is given: the live
+// colour's, or 1 if that is scaled down too.
+func (s *blueGreenState) wantReplicas() int32 {
+	if n := replicas(s.live); n > 0 {
+		return n
+	}
+	return 1
+}
+
+// switchPatch is the router patch that sends traffic to the idle colour and
+// records annotations, with routerVersion as its precondition.
+func (s *blueGreenState) switchPatch(routerVersion string, annotations map[string]any) map[string]any {
+	annotations[AnnotationPreviousColour] = string(s.liveColour)
+	annotations[AnnotationDeploying] = nil
+	return map[string]any{
+		"metadata": map[string]any{"resourceVersion": routerVersion, "annotations": annotations},
+		"spec":     s.router.switchSpec(s.liveColour, s.idleColour),
+	}
+}
+
+// dryRun sends the switch as a dry run and reports the patches.
+func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][]byte, o BlueGreenOptions) (Result, error) {
+	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
+	if _, err := s.router.patch(ctx, sw, o); err != nil {
+		return res, err
+	}
+	res.Patch = []byte(strings.Join(append(stringsOf(sent), string(mustJSON(sw))), "\n"))
+	res.Reason = fmt.Sprintf("dry run: the API server accepted the patches to switch %s from %s to %s; nothing was changed or waited for",
+		s.router, s.liveColour, s.idleColour)
+	return res, nil
+}
+
+// scaleDown scales the colour traffic left to 0 when o asks for it, and
+// says what it did, for the Result's reason (the switch has happened: a
+// failure here is reported, not returned). The old colour is read again and
+// left alone if its spec changed since the decision (generation), which
+// means another release has taken it; the patch then has the resourceVersion
+// just read as its precondition, so a release that takes it in between
+// wins too.
+func (s *blueGreenState) scaleDown(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) string {
+	if !o.ScaleDownOld || replicas(s.live) == 0 {
+		return ""
+	}
+	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, s.live.Name, metav1.GetOptions{})
+	if err == nil && old.Generation != s.live.Generation {
+		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+	}
+	if err == nil {
+		_, _, err = patchDeployment(ctx, client, old, map[string]any{"spec": map[string]any{"replicas": 0}}, o)
+	}
+	switch {
+	case apierrors.IsConflict(err):
+		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+	case err != nil:
+		return fmt.Sprintf("; scaling %s to 0 failed: %v", s.live.Name, err)
+	}
+	return fmt.Sprintf("; scaled %s to 0", s.live.Name)
+}
+
+// patchDeployment sends patch to d, with d's resourceVersion as the
+// precondition, and returns d as patched and the patch as sent.
+func patchDeployment(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment, patch map[string]any, o BlueGreenOptions) (*appsv1.Deployment, []byte, error) {
+	m, _ := patch["metadata"].(map[string]any)
+	if m == nil {
+		m = map[string]any{}
+		patch["metadata"] = m
+	}
+	m["resourceVersion"] = d.ResourceVersion
+	data := mustJSON(patch)
+	got, err := client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.StrategicMergePatchType, data, patchOptions(Options{DryRun: o.DryRun}))
+	if err != nil {
+		return d, data, fmt.Errorf("patching deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	return got, data, nil
+}
+
+// waitRolledOut watches d until it is fully rolled out by kubectl's rules
+// while running img, and returns it as last seen. It fails with errChanged
+// when d stops running img, is scaled to 0 or deleted (another release took
+// it), with ErrProgressDeadline when its controller gives up, and with
+// ErrRolloutTimeout when ctx's rollout timeout (of length timeout, for the
+// message) runs out.
+//
+// The watch starts at d's resourceVersion and selects d by name with a
+// field selector, which is what RBAC needs to grant watch on one name.
+func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment, container, img string, timeout time.Duration) (*appsv1.Deployment, error) {
+	check := func(d *appsv1.Deployment) (bool, error) {
+		if c := findContainer(d.Spec.Template.Spec.Containers, container); c == nil || c.Image != img {
+			return false, fmt.Errorf("%w: deployment %s/%s no longer runs %s", errChanged, d.Namespace, d.Name, img)
+		}
+		if replicas(d) == 0 {
+			return false, fmt.Errorf("%w: deployment %s/%s was scaled to 0", errChanged, d.Namespace, d.Name)
+		}
+		if d.Status.ObservedGeneration >= d.Generation {
+			for _, c := range d.Status.Conditions {
+				if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+					return false, fmt.Errorf("%w: %s made no progress (%s): %s; traffic was not switched",
+						ErrProgressDeadline, d.Name, progress(d), c.Message)
+				}
+			}
+		}
+		return rolledOut(d), nil
+	}
+	if done, err := check(d); done || err != nil {
+		return d, err
+	}
+
+	deployments := client.AppsV1().Deployments(d.Namespace)
+	byName := fields.OneTermEqualSelector("metadata.name", d.Name).String()
+	w, err := watchtools.NewRetryWatcherWithContext(ctx, d.ResourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = byName
+			return deployments.Watch(ctx, opts)
+		},
+	})
+	if err != nil {
+		return d, fmt.Errorf("watching deployment %s/%s: %w", d.Namespace, d.Name, err)
+	}
+	last := d
+	_, err = watchtools.UntilWithoutRetry(ctx, w, func(ev watch.Event) (bool, error) {
+		switch ev.Type {
+		case watch.Error:
+			if err := apierrors.FromObject(ev.Object); apierrors.IsGone(err) || apierrors.IsResourceExpired(err) {
+				return false, fmt.Errorf("%w: watch of deployment %s/%s expired: %v", errChanged, d.Namespace, d.Name, err)
+			} else {
+				return false, fmt.Errorf("watching deployment %s/%s: %w", d.Namespace, d.Name, err)
+			}
+		case watch.Deleted:
+			return false, fmt.Errorf("%w: deployment %s/%s was deleted", errChanged, d.Namespace, d.Name)
+		}
+		got, ok := ev.Object.(*appsv1.Deployment)
+		if !ok || got.Name != d.Name { // A fake clientset ignores the field selector.
+			return false, nil
+		}
+		last = got
+		return check(got)
+	})
+	if err != nil && ctx.Err() != nil {
+		if errors.Is(context.Cause(ctx), errTimeout) {
+			return last, fmt.Errorf("%w: %s did not become available within %s (%s); traffic was not switched",
+				ErrRolloutTimeout, d.Name, timeout, progress(last))
+		}
+		return last, fmt.Errorf("waiting for deployment %s/%s: %w", d.Namespace, d.Name, context.Cause(ctx))
+	}
+	return last, err
+}
+
+// rolledOut applies kubectl's rules (`kubectl rollout status`): the
+// controller has seen the latest spec, every replica is updated, no old
+// replica remains, and every updated replica is available.
+func rolledOut(d *appsv1.Deployment) bool {
+	st := d.Status
+	return st.ObservedGeneration >= d.Generation &&
+		st.UpdatedReplicas >= replicas(d) &&
+		st.Replicas <= st.UpdatedReplicas &&
+		st.AvailableReplicas >= st.UpdatedReplicas
+}
+
+// progress summarises d's rollout: "3/3", or the counts that are short.
+func progress(d *appsv1.Deployment) string {
+	st, want := d.Status, replicas(d)
+	if rolledOut(d) {
+		return fmt.Sprintf("%d/%d", st.AvailableReplicas, want)
+	}
+	s := fmt.Sprintf("%d/%d updated, %d available", st.UpdatedReplicas, want, st.AvailableReplicas)
+	if old := st.Replicas - st.UpdatedReplicas; old > 0 {
+		s += fmt.Sprintf(", %d old", old)
+	}
+	if st.ObservedGeneration < d.Generation {
+		s += ", spec not yet observed"
+	}
+	return s
+}
+
+func replicas(d *appsv1.Deployment) int32 {
+	if d.Spec.Replicas == nil {
+		return 1
+	}
+	return *d.Spec.Replicas
+}
+
+func sameDigest(running string, r image.Reference) bool {
+	cur, err := image.Parse(running)
+	return err == nil && cur.Digest == r.Digest
+}
+
+// record is a release as annotations record it.
+type record struct {
+	id string
+	at time.Time
+	// ok says both the build ID and a valid createTime are recorded.
+	ok bool
+}
+
+func recordOf(annotations map[string]string, idKey, atKey string) record {
+	rec := record{id: annotations[idKey]}
+	at, err := time.Parse(time.RFC3339Nano, annotations[atKey])
+	if rec.id != "" && err == nil {
+		rec.at, rec.ok = at, true
+	}
+	return rec
+}
+
+func (rec record) release() Release { return Release{BuildID: rec.id, CreateTime: rec.at} }
+
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err) // Patches are maps of strings, numbers and typed API structs.
+	}
+	return b
+}
+
+func stringsOf(bs [][]byte) []string {
+	s := make([]string, len(bs))
+	for i, b := range bs {
+		s[i] = string(b)
+	}
+	return s
+}
+
+// router is the object in front of the colours.
+type router interface {
+	meta() metav1.Object
+	// colour is the live colour.
+	colour() (Colour, error)
+	// switchSpec is the spec part of the patch that moves traffic from one
+	// colour to the other.
+	switchSpec(from, to Colour) map[string]any
+	// patch sends a strategic-merge patch and returns the new resourceVersion.
+	patch(ctx context.Context, patch map[string]any, o BlueGreenOptions) (string, error)
+	// String names the router in reasons: "service web".
+	String() string
+}
+
+func getRouter(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (router, error) {
+	switch t.RouterKind {
+	case ServiceRouter:
+		svc, err := client.CoreV1().Services(t.Namespace).Get(ctx, t.Router, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("getting service %s/%s: %w", t.Namespace, t.Router, err)
+		}
+		return &serviceRouter{svc: svc, client: client}, nil
+	case IngressRouter:
+		ing, err := client.NetworkingV1().Ingresses(t.Namespace).Get(ctx, t.Router, metav1.GetOptions{})
+		if err != nil {
+			return nil, fmt.Errorf("getting ingress %s/%s: %w", t.Namespace, t.Router, err)
+		}
+		return &ingressRouter{ing: ing, t: t, client: client}, nil
+	}
+	return nil, fmt.Errorf("%w: unknown router kind %q", ErrRouterUnknown, t.RouterKind)
+}
+
+type serviceRouter struct {
+	svc    *corev1.Service
+	client kubernetes.Interface
+}
+
+func (s *serviceRouter) meta() metav1.Object { return s.svc }
+func (s *serviceRouter) String() string      { return "service " + s.svc.Name }
+
+func (s *serviceRouter) colour() (Colour, error) {
+	switch c := Colour(s.svc.Spec.Selector[ColourLabel]); c {
+	case Blue, Green:
+		return c, nil
+	default:
+		return "", fmt.Errorf("%w: service %s/%s selects %s=%q, not %s or %s",
+			ErrRouterUnknown, s.svc.Namespace, s.svc.Name, ColourLabel, c, Blue, Green)
+	}
+}
+
+func (s *serviceRouter) switchSpec(_, to Colour) map[string]any {
+	return map[string]any{"selector": map[string]any{ColourLabel: string(to)}}
+}
+
+func (s *serviceRouter) patch(ctx context.Context, patch map[string]any, o BlueGreenOptions) (string, error) {
+	got, err := s.client.CoreV1().Services(s.svc.Namespace).Patch(ctx, s.svc.Name, types.StrategicMergePatchType, mustJSON(patch), patchOptions(Options{DryRun: o.DryRun}))
+	if err != nil {
+		return "", fmt.Errorf("patching service %s/%s: %w", s.svc.Namespace, s.svc.Name, err)
+	}
+	return got.ResourceVersion, nil
+}
+
+type ingressRouter struct {
+	ing    *networkingv1.Ingress
+	t      BlueGreenTarget
+	client kubernetes.Interface
+}
+
+func (g *ingressRouter) meta() metav1.Object { return g.ing }
+func (g *ingressRouter) String() string      { return "ingress " + g.ing.Name }
+
+// backends calls f with every service backend of the Ingress.
+func (g *ingressRouter) backends(spec *networkingv1.IngressSpec, f func(*networkingv1.IngressServiceBackend)) {
+	if b := spec.DefaultBackend; b != nil && b.Service != nil {
+		f(b.Service)
+	}
+	for i := range spec.Rules {
+		if h := spec.Rules[i].HTTP; h != nil {
+			for j := range h.Paths {
+				if s := h.Paths[j].Backend.Service; s != nil {
+					f(s)
+				}
+			}
+		}
+	}
+}
+
+func (g *ingressRouter) colour() (Colour, error) {
+	seen := map[Colour]bool{}
+	g.backends(&g.ing.Spec, func(b *networkingv1.IngressServiceBackend) {
+		for _, c := range []Colour{Blue, Green} {
+			if b.Name == g.t.ServiceFor(c) {
+				seen[c] = true
+			}
+		}
+	})
+	switch {
+	case seen[Blue] && seen[Green]:
+		return "", fmt.Errorf("%w: ingress %s/%s sends traffic to both %s and %s",
+			ErrRouterUnknown, g.ing.Namespace, g.ing.Name, g.t.ServiceFor(Blue), g.t.ServiceFor(Green))
+	case seen[Blue]:
+		return Blue, nil
+	case seen[Green]:
+		return Green, nil
+	}
+	return "", fmt.Errorf("%w: no backend of ingress %s/%s is %s or %s",
+		ErrRouterUnknown, g.ing.Namespace, g.ing.Name, g.t.ServiceFor(Blue), g.t.ServiceFor(Green))
+}
+
+// switchSpec renames the colour Service in every backend. The default
+// backend merges field by field; rules are an atomic list, so the patch
+// carries them whole, as read (the resourceVersion precondition makes that
+// safe).
+func (g *ingressRouter) switchSpec(from, to Colour) map[string]any {
+	spec := g.ing.Spec.DeepCopy()
+	g.backends(spec, func(b *networkingv1.IngressServiceBackend) {
+		if b.Name == g.t.ServiceFor(from) {
+			b.Name = g.t.ServiceFor(to)
+		}
+	})
+	out := map[string]any{}
+	if b := g.ing.Spec.DefaultBackend; b != nil && b.Service != nil && b.Service.Name == g.t.ServiceFor(from) {
+		out["defaultBackend"] = map[string]any{"service": map[string]any{"name": g.t.ServiceFor(to)}}
+	}
+	if len(spec.Rules) > 0 && !rulesEqual(spec.Rules, g.ing.Spec.Rules) {
+		out["rules"] = spec.Rules
+	}
+	return out
+}
+
+func rulesEqual(a, b []networkingv1.IngressRule) bool {
+	return string(mustJSON(a)) == string(mustJSON(b))
+}
+
+func (g *ingressRouter) patch(ctx context.Context, patch map[string]any, o BlueGreenOptions) (string, error) {
+	got, err := g.client.NetworkingV1().Ingresses(g.ing.Namespace).Patch(ctx, g.ing.Name, types.StrategicMergePatchType, mustJSON(patch), patchOptions(Options{DryRun: o.DryRun}))
+	if err != nil {
+		return "", fmt.Errorf("patching ingress %s/%s: %w", g.ing.Namespace, g.ing.Name, err)
+	}
+	return got.ResourceVersion, nil
+}

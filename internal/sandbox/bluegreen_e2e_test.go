@@ -1,0 +1,386 @@
+package sandbox
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
+
+	"github.com/onnewimage/onnewimage/internal/localcluster"
+	"github.com/onnewimage/onnewimage/internal/rollout"
+)
+
+const (
+	blue, green = "web-blue", "web-green"
+	initial     = Image + ":initial"
+)
+
+// blueGreen starts a sandbox laid out as k8s/blue-green/ with the given
+// router, and the function configured for it.
+func blueGreen(t *testing.T, router string, env map[string]string) (*Sandbox, context.Context) {
+	t.Helper()
+	manifests := []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
+	fenv := map[string]string{"STRATEGY": "blue-green", "ROLLOUT_TIMEOUT": "20s"}
+	switch router {
+	case "service":
+		fenv["SERVICE"] = "web"
+	case "ingress":
+		manifests = append(manifests, "k8s/blue-green/ingress.yaml")
+		fenv["INGRESS"] = "web"
+	}
+	for k, v := range env {
+		fenv[k] = v
+	}
+	return start(t, Options{Manifests: manifests, FunctionEnv: fenv}, blue, green)
+}
+
+// history records, in the order etcd applied them, every change to the
+// namespace's Deployments, Services and Ingresses from the moment it starts.
+// resourceVersions come from one etcd, so they order changes across kinds.
+type history struct {
+	mu     sync.Mutex
+	events []change
+}
+
+type change struct {
+	rv   int64
+	kind string
+	obj  runtime.Object
+}
+
+func record(ctx context.Context, t *testing.T, sb *Sandbox) *history {
+	t.Helper()
+	h := &history{}
+	watchers := map[string]func(metav1.ListOptions) (watch.Interface, error){
+		"Deployment": func(o metav1.ListOptions) (watch.Interface, error) {
+			return sb.Admin.AppsV1().Deployments(Namespace).Watch(ctx, o)
+		},
+		"Service": func(o metav1.ListOptions) (watch.Interface, error) {
+			return sb.Admin.CoreV1().Services(Namespace).Watch(ctx, o)
+		},
+		"Ingress": func(o metav1.ListOptions) (watch.Interface, error) {
+			return sb.Admin.NetworkingV1().Ingresses(Namespace).Watch(ctx, o)
+		},
+	}
+	list, err := sb.Admin.CoreV1().ConfigMaps(Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for kind, w := range watchers {
+		wi, err := w(metav1.ListOptions{ResourceVersion: list.ResourceVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(wi.Stop)
+		go func() {
+			for ev := range wi.ResultChan() {
+				m, err := metaOf(ev.Object)
+				if err != nil {
+					continue
+				}
+				rv, _ := strconv.ParseInt(m.GetResourceVersion(), 10, 64)
+				h.mu.Lock()
+				h.events = append(h.events, change{rv: rv, kind: kind, obj: ev.Object})
+				h.mu.Unlock()
+			}
+		}()
+	}
+	return h
+}
+
+func metaOf(o runtime.Object) (metav1.Object, error) {
+	switch v := o.(type) {
+	case *appsv1.Deployment:
+		return v, nil
+	case *corev1.Service:
+		return v, nil
+	case *networkingv1.Ingress:
+		return v, nil
+	}
+	return nil, fmt.Errorf("unexpected %T", o)
+}
+
+func (h *history) sorted() []change {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := append([]change(nil), h.events...)
+	sort.Slice(out, func(i, j int) bool { return out[i].rv < out[j].rv })
+	return out
+}
+
+// routedTo reads the colour a router object sends traffic to.
+func routedTo(o runtime.Object) string {
+	switch r := o.(type) {
+	case *corev1.Service:
+		if r.Name == "web" {
+			return "web-" + r.Spec.Selector["version"]
+		}
+	case *networkingv1.Ingress:
+		if r.Spec.DefaultBackend != nil && r.Spec.DefaultBackend.Service != nil {
+			return strings.TrimSuffix(r.Spec.DefaultBackend.Service.Name, "-svc")
+		}
+		for _, rule := range r.Spec.Rules {
+			for _, p := range rule.HTTP.Paths {
+				return strings.TrimSuffix(p.Backend.Service.Name, "-svc")
+			}
+		}
+	}
+	return ""
+}
+
+// checkSwitchOrder asserts, from the recorded history, that traffic moved
+// to a colour only after that colour was fully rolled out on the image it
+// was given, and returns the colours traffic went to, in order.
+func (h *history) checkSwitchOrder(t *testing.T) []string {
+	t.Helper()
+	latest := map[string]*appsv1.Deployment{}
+	var switches []string
+	routed := ""
+	for _, c := range h.sorted() {
+		if d, ok := c.obj.(*appsv1.Deployment); ok {
+			latest[d.Name] = d
+			continue
+		}
+		to := routedTo(c.obj)
+		if to == "" || to == routed {
+			continue
+		}
+		if routed != "" { // The first event is the router as it was.
+			d := latest[to]
+			if d == nil || !RolledOut(d) {
+				t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
+			}
+			switches = append(switches, to)
+		}
+		routed = to
+	}
+	return switches
+}
+
+func statusOf(d *appsv1.Deployment) any {
+	if d == nil {
+		return "never seen"
+	}
+	return d.Status
+}
+
+func router(ctx context.Context, t *testing.T, sb *Sandbox, kind string) (string, map[string]string) {
+	t.Helper()
+	var o runtime.Object
+	var err error
+	var ann map[string]string
+	if kind == "ingress" {
+		var ing *networkingv1.Ingress
+		ing, err = sb.Admin.NetworkingV1().Ingresses(Namespace).Get(ctx, "web", metav1.GetOptions{})
+		o = ing
+		if ing != nil {
+			ann = ing.Annotations
+		}
+	} else {
+		var svc *corev1.Service
+		svc, err = sb.Admin.CoreV1().Services(Namespace).Get(ctx, "web", metav1.GetOptions{})
+		o = svc
+		if svc != nil {
+			ann = svc.Annotations
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return routedTo(o), ann
+}
+
+func getDeployment(ctx context.Context, t *testing.T, sb *Sandbox, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := sb.Admin.AppsV1().Deployments(Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func TestE2EBlueGreenSwitchesOnlyWhenAvailable(t *testing.T) {
+	for _, kind := range []string{"service", "ingress"} {
+		t.Run(kind, func(t *testing.T) {
+			sb, ctx := blueGreen(t, kind, nil)
+			if live, _ := router(ctx, t, sb, kind); live != blue {
+				t.Fatalf("router starts on %s, want %s", live, blue)
+			}
+			h := record(ctx, t, sb)
+			b1, b2 := load(t, "web-1-success.json"), load(t, "web-2-success.json")
+
+			line := publish(ctx, t, sb, b1)
+			if line["outcome"] != "deployed" || !strings.Contains(line["reason"].(string), "green") {
+				t.Fatalf("build 1: %v", line)
+			}
+			if live, ann := router(ctx, t, sb, kind); live != green || ann[rollout.AnnotationBuildID] != b1.GetId() ||
+				ann[rollout.AnnotationPreviousColour] != "blue" || ann[rollout.AnnotationImage] != pinned(b1) {
+				t.Errorf("after build 1: router on %s with %v", live, ann)
+			}
+			if got := webContainer(getDeployment(ctx, t, sb, blue)); got != initial {
+				t.Errorf("the old colour changed to %s: it must stay as it was, for rollback", got)
+			}
+
+			line = publish(ctx, t, sb, b2)
+			if line["outcome"] != "deployed" {
+				t.Fatalf("build 2: %v", line)
+			}
+			if live, _ := router(ctx, t, sb, kind); live != blue {
+				t.Errorf("after build 2: router on %s, want %s", live, blue)
+			}
+			if got := webContainer(getDeployment(ctx, t, sb, blue)); got != pinned(b2) {
+				t.Errorf("blue runs %s, want build 2", got)
+			}
+
+			// The same build again, and an older one: nothing moves.
+			for _, b := range []*cloudbuildpb.Build{b2, b1} {
+				if line := publish(ctx, t, sb, b); line["outcome"] != "skipped" {
+					t.Errorf("redelivered build %s: %v, want skipped", b.GetId(), line)
+				}
+			}
+			if got := webContainer(getDeployment(ctx, t, sb, green)); got != pinned(b1) {
+				t.Errorf("green runs %s after the stale delivery, want build 1 untouched", got)
+			}
+			time.Sleep(time.Second) // Let the watches deliver the last changes.
+			if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{green, blue}) {
+				t.Errorf("traffic went to %v, want [web-green web-blue]", got)
+			}
+		})
+	}
+}
+
+func TestE2EBlueGreenNeverSwitchesToABrokenRelease(t *testing.T) {
+	sb, ctx := blueGreen(t, "service", nil)
+	b1, b2 := load(t, "web-1-success.json"), load(t, "web-2-success.json")
+	if line := publish(ctx, t, sb, b1); line["outcome"] != "deployed" {
+		t.Fatalf("build 1: %v", line)
+	}
+	// Build 2 is broken: its pods start but never pass readiness. The idle
+	// colour (blue) is labelled so that kwok keeps its new pods unready.
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"labels":{%q:"true"}}}}}`, localcluster.NeverReadyLabel)
+	if _, err := sb.Admin.AppsV1().Deployments(Namespace).Patch(ctx, blue, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h := record(ctx, t, sb)
+	line := publish(ctx, t, sb, b2)
+	if line["outcome"] != "failed" || line["severity"] != "ERROR" {
+		t.Fatalf("broken build 2: %v, want a failure logged as ERROR", line)
+	}
+	t.Logf("broken release: %v", line["reason"])
+	if live, ann := router(ctx, t, sb, "service"); live != green || ann[rollout.AnnotationBuildID] != b1.GetId() {
+		t.Errorf("router on %s recording %s: live traffic must stay on build 1 (green)", live, ann[rollout.AnnotationBuildID])
+	}
+	time.Sleep(time.Second)
+	if got := h.checkSwitchOrder(t); len(got) != 0 {
+		t.Errorf("traffic moved %v during a broken release", got)
+	}
+	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || !RolledOut(d) {
+		t.Errorf("the live colour changed: %s", webContainer(d))
+	}
+}
+
+func TestE2EBlueGreenRollback(t *testing.T) {
+	sb, ctx := blueGreen(t, "service", map[string]string{"SCALE_DOWN_OLD": "true"})
+	b1 := load(t, "web-1-success.json")
+	if line := publish(ctx, t, sb, b1); line["outcome"] != "deployed" {
+		t.Fatalf("build 1: %v", line)
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if _, err := sb.WaitFor(wait, blue, func(d *appsv1.Deployment) bool { return *d.Spec.Replicas == 0 && d.Status.Replicas == 0 }); err != nil {
+		t.Fatalf("SCALE_DOWN_OLD: the old colour was not scaled to zero: %v", err)
+	}
+	h := record(ctx, t, sb)
+
+	out, err := sb.Run(ctx, "rollback", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "ROLLOUT_TIMEOUT": "1m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rollback said: %s", out)
+	if live, _ := router(ctx, t, sb, "service"); live != blue {
+		t.Fatalf("after rollback: router on %s, want %s", live, blue)
+	}
+	d := getDeployment(ctx, t, sb, blue)
+	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !RolledOut(d) {
+		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, RolledOut(d))
+	}
+	time.Sleep(time.Second)
+	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{blue}) {
+		t.Errorf("traffic went to %v, want [web-blue] only after it was back up", got)
+	}
+	// The rolled-back build is not switched to again when redelivered.
+	if line := publish(ctx, t, sb, b1); line["outcome"] != "skipped" {
+		t.Errorf("redelivered rolled-back build: %v, want skipped", line)
+	}
+	if live, _ := router(ctx, t, sb, "service"); live != blue {
+		t.Errorf("a redelivery undid the rollback: router on %s", live)
+	}
+}
+
+func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
+	sb, ctx := blueGreen(t, "service", nil)
+	h := record(ctx, t, sb)
+	b1, b2, b3 := load(t, "web-1-success.json"), load(t, "web-2-success.json"), load(t, "web-3-success.json")
+	order := []*cloudbuildpb.Build{b2, b1, b3, b2, b3, b1}
+	seen := len(sb.Function.Logs())
+	for _, b := range order {
+		if _, err := sb.Publish(ctx, b); err != nil { // Back to back: invocations overlap.
+			t.Fatal(err)
+		}
+	}
+	// Every message ends with a final decision: deployed or skipped
+	// (failures are retried until they become one of those).
+	wait, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	final := func() int {
+		n := 0
+		for _, l := range sb.Function.Logs()[seen:] {
+			if l["outcome"] != "failed" {
+				n++
+			}
+		}
+		return n
+	}
+	for final() < len(order) {
+		if _, err := sb.Function.WaitLog(wait, len(sb.Function.Logs()), func(map[string]any) bool { return true }); err != nil {
+			t.Fatalf("%d final decisions for %d messages: %v", final(), len(order), err)
+		}
+	}
+	live, ann := router(ctx, t, sb, "service")
+	if ann[rollout.AnnotationBuildID] != b3.GetId() || webContainer(getDeployment(ctx, t, sb, live)) != pinned(b3) {
+		t.Errorf("router on %s recording build %s: want the newest build (3) live", live, ann[rollout.AnnotationBuildID])
+	}
+	created := map[string]time.Time{}
+	for _, b := range []*cloudbuildpb.Build{b1, b2, b3} {
+		created[b.GetId()] = b.GetCreateTime().AsTime()
+	}
+	var deployed []string
+	for _, l := range sb.Function.Logs()[seen:] {
+		if l["outcome"] == "deployed" {
+			deployed = append(deployed, l["buildId"].(string))
+		}
+	}
+	for i := 1; i < len(deployed); i++ {
+		if !created[deployed[i]].After(created[deployed[i-1]]) {
+			t.Errorf("deployed %v: a regression or a repeat", deployed)
+		}
+	}
+	time.Sleep(time.Second)
+	if switches := h.checkSwitchOrder(t); len(switches) != len(deployed) {
+		t.Errorf("traffic switched %d times (%v) for %d deploys %v: want exactly one switch per deploy", len(switches), switches, len(deployed), deployed)
+	}
+	t.Logf("%d messages, deployed %v", len(order), deployed)
+}
