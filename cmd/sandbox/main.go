@@ -3,8 +3,9 @@
 // stand-in (Container API and token service), the Pub/Sub emulator, and the
 // function run through the functions framework.
 //
-//	go run ./cmd/sandbox           # start everything, publish two builds, stay up
-//	go run ./cmd/sandbox publish   # publish a fresh build to a running sandbox
+//	go run ./cmd/sandbox              # start everything, publish two builds, stay up
+//	go run ./cmd/sandbox -blue-green  # the same with k8s/blue-green/ and STRATEGY=blue-green
+//	go run ./cmd/sandbox publish      # publish a fresh build to a running sandbox
 //
 // The first run builds the control plane's binaries from Go modules (several
 // minutes on two cores) into a cache; later runs start in seconds.
@@ -39,6 +40,7 @@ func main() {
 		flag.PrintDefaults()
 	}
 	exit := flag.Bool("exit", false, "stop after the demonstration instead of staying up")
+	blueGreen := flag.Bool("blue-green", false, "lay the app out as k8s/blue-green/ and run the function with STRATEGY=blue-green SERVICE=web")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -46,7 +48,7 @@ func main() {
 	var err error
 	switch flag.Arg(0) {
 	case "":
-		err = run(ctx, *exit)
+		err = run(ctx, *exit, *blueGreen)
 	case "publish":
 		err = publish(ctx)
 	default:
@@ -61,10 +63,18 @@ func main() {
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-func run(ctx context.Context, exitAfter bool) error {
+// blueGreenEnv is the function's configuration in -blue-green mode.
+var blueGreenEnv = map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}
+
+func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	step("starting the sandbox (a first run builds the control plane from Go modules: several minutes)")
 	begin := time.Now()
-	sb, err := sandbox.Start(ctx, sandbox.Options{Log: os.Stdout})
+	opts := sandbox.Options{Log: os.Stdout}
+	if blueGreen {
+		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
+		opts.FunctionEnv = blueGreenEnv
+	}
+	sb, err := sandbox.Start(ctx, opts)
 	if err != nil {
 		return err
 	}
@@ -76,18 +86,33 @@ func run(ctx context.Context, exitAfter bool) error {
 	}()
 	fmt.Printf("sandbox up in %s\n", time.Since(begin).Round(time.Millisecond))
 
-	d, err := sb.WaitFor(ctx, sandbox.Deployment, sandbox.RolledOut)
-	if err != nil {
-		return err
+	deployments := []string{sandbox.Deployment}
+	if blueGreen {
+		deployments = []string{"web-blue", "web-green"}
 	}
-	fmt.Printf("deployment %s/%s is rolled out, running %s\n", sandbox.Namespace, sandbox.Deployment, image(d))
+	for _, name := range deployments {
+		d, err := sb.WaitFor(ctx, name, sandbox.RolledOut)
+		if err != nil {
+			return err
+		}
+		fmt.Printf("deployment %s/%s is rolled out, running %s\n", sandbox.Namespace, name, image(d))
+	}
 
 	for _, file := range []string{"testdata/builds/web-1-success.json", "testdata/builds/web-2-success.json"} {
 		b, err := sandbox.LoadBuild(file)
 		if err != nil {
 			return err
 		}
-		if err := release(ctx, sb, b); err != nil {
+		if blueGreen {
+			step("build %s (commit %.7s) arrives on cloud-builds", b.GetId(), b.GetSubstitutions()["COMMIT_SHA"])
+			err = deliver(ctx, sb, sandbox.WithStatus(b, cloudbuildpb.Build_QUEUED), sandbox.WithStatus(b, cloudbuildpb.Build_WORKING), b)
+			if err == nil {
+				err = showRouter(ctx, sb)
+			}
+		} else {
+			err = release(ctx, sb, b)
+		}
+		if err != nil {
 			return err
 		}
 	}
@@ -103,18 +128,34 @@ func run(ctx context.Context, exitAfter bool) error {
 		return err
 	}
 
-	step("kubectl rollout history deployment/%s", sandbox.Deployment)
-	history(ctx, sb)
-
 	kubeconfig := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
 	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
 		return err
 	}
+	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web IMAGE=%s go run ./cmd/rollback", kubeconfig, sandbox.Image)
+	if blueGreen {
+		step("rollback: %s", rollback)
+		out, err := sb.Run(ctx, "rollback", map[string]string{"KUBECONFIG": kubeconfig, "CLUSTER": "", "STRATEGY": "blue-green", "SERVICE": "web"})
+		fmt.Printf("  %s", out)
+		if err != nil {
+			return err
+		}
+		if err := showRouter(ctx, sb); err != nil {
+			return err
+		}
+	} else {
+		step("kubectl rollout history deployment/%s", sandbox.Deployment)
+		history(ctx, sb)
+	}
+
 	if exitAfter {
 		return nil
 	}
 	step("the sandbox stays up until Ctrl-C")
-	fmt.Printf("  kubectl --kubeconfig %s get deployment web -o wide\n", kubeconfig)
+	fmt.Printf("  kubectl --kubeconfig %s get deployments,services -o wide\n", kubeconfig)
+	if blueGreen {
+		fmt.Printf("  %s\n", rollback)
+	}
 	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host)
 	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
 	seen := len(sb.Function.Logs())
@@ -170,6 +211,18 @@ func deliver(ctx context.Context, sb *sandbox.Sandbox, builds ...*cloudbuildpb.B
 		}
 		printDecision(line)
 	}
+	return nil
+}
+
+// showRouter prints where the router Service sends traffic and what it
+// records.
+func showRouter(ctx context.Context, sb *sandbox.Sandbox) error {
+	svc, err := sb.Admin.CoreV1().Services(sandbox.Namespace).Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  router: service web selects version=%s (build %s, previous colour %s)\n", svc.Spec.Selector["version"],
+		svc.Annotations[rollout.AnnotationBuildID], svc.Annotations[rollout.AnnotationPreviousColour])
 	return nil
 }
 
