@@ -39,11 +39,13 @@ type connector struct {
 	client    kubernetes.Interface
 	err       error
 	calls     int
+	deadline  time.Time
 	forgotten []error
 }
 
-func (c *connector) Clientset(context.Context) (kubernetes.Interface, error) {
+func (c *connector) Clientset(ctx context.Context) (kubernetes.Interface, error) {
 	c.calls++
+	c.deadline, _ = ctx.Deadline()
 	return c.client, c.err
 }
 
@@ -199,6 +201,24 @@ func TestHandleDryRun(t *testing.T) {
 	}
 	if rep.Outcome != rollout.Skipped || !rep.DryRun || !strings.Contains(rep.Patch, `"image":"`+webRepo+`:a1b2c3d@sha256:`) {
 		t.Errorf("Handle(dry run) = %+v, want skipped with the patch", rep)
+	}
+}
+
+func TestHandleBoundsTheClusterWork(t *testing.T) {
+	for _, tt := range []struct {
+		env  map[string]string
+		want time.Duration
+	}{
+		{nil, RollingBudget},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, RollingBudget + 3*time.Minute},
+	} {
+		conn := &connector{client: fake.NewClientset(webDeployment())}
+		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
+		begin := time.Now()
+		h.Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+		if got := conn.deadline.Sub(begin); got < tt.want-time.Second || got > tt.want+time.Second {
+			t.Errorf("strategy %v: cluster work deadline in %s, want %s", tt.env["STRATEGY"], got, tt.want)
+		}
 	}
 }
 
