@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -91,7 +92,7 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		deployments = []string{"web-blue", "web-green"}
 	}
 	for _, name := range deployments {
-		d, err := sb.WaitFor(ctx, name, sandbox.RolledOut)
+		d, err := sb.WaitFor(ctx, name, rollout.RolledOut)
 		if err != nil {
 			return err
 		}
@@ -187,7 +188,7 @@ func release(ctx context.Context, sb *sandbox.Sandbox, b *cloudbuildpb.Build) er
 			fmt.Println(s)
 			last = s
 		}
-		return sandbox.RolledOut(d) && len(image(d)) > len(want) && image(d)[len(image(d))-len(want):] == want
+		return rollout.RolledOut(d) && strings.HasSuffix(image(d), want)
 	})
 	if err != nil {
 		return err

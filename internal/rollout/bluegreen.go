@@ -567,7 +567,7 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 				}
 			}
 		}
-		return rolledOut(d), nil
+		return RolledOut(d), nil
 	}
 	if done, err := check(d); done || err != nil {
 		return d, err
@@ -613,10 +613,10 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 	return last, err
 }
 
-// rolledOut applies kubectl's rules (`kubectl rollout status`): the
-// controller has seen the latest spec, every replica is updated, no old
-// replica remains, and every updated replica is available.
-func rolledOut(d *appsv1.Deployment) bool {
+// RolledOut reports whether d is fully rolled out by the rules of `kubectl
+// rollout status`: the controller has observed its spec, every replica is
+// updated, no old replica remains, and every updated replica is available.
+func RolledOut(d *appsv1.Deployment) bool {
 	st := d.Status
 	return st.ObservedGeneration >= d.Generation &&
 		st.UpdatedReplicas >= replicas(d) &&
@@ -627,7 +627,7 @@ func rolledOut(d *appsv1.Deployment) bool {
 // progress summarises d's rollout: "3/3", or the counts that are short.
 func progress(d *appsv1.Deployment) string {
 	st, want := d.Status, replicas(d)
-	if rolledOut(d) {
+	if RolledOut(d) {
 		return fmt.Sprintf("%d/%d", st.AvailableReplicas, want)
 	}
 	s := fmt.Sprintf("%d/%d updated, %d available", st.UpdatedReplicas, want, st.AvailableReplicas)

@@ -251,7 +251,7 @@ func recordSwitches(t *testing.T, cs *fake.Clientset) *atSwitch {
 				return false, nil, nil
 			}
 			a.mu.Lock()
-			a.progress = append(a.progress, fmt.Sprintf("web-%s %s rolledOut=%v", to, progress(obj.(*appsv1.Deployment)), rolledOut(obj.(*appsv1.Deployment))))
+			a.progress = append(a.progress, fmt.Sprintf("web-%s %s rolledOut=%v", to, progress(obj.(*appsv1.Deployment)), RolledOut(obj.(*appsv1.Deployment))))
 			a.mu.Unlock()
 			return false, nil, nil
 		})
@@ -896,7 +896,7 @@ func TestRolledOut(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Generation: 2}, Spec: appsv1.DeploymentSpec{Replicas: &three}, Status: tt.status}
-			if diff := cmp.Diff(tt.want, fmt.Sprint(progress(d), " ", rolledOut(d))); diff != "" {
+			if diff := cmp.Diff(tt.want, fmt.Sprint(progress(d), " ", RolledOut(d))); diff != "" {
 				t.Errorf("progress, rolledOut (-want +got):\n%s", diff)
 			}
 		})

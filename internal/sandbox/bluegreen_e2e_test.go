@@ -160,7 +160,7 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 		}
 		if routed != "" { // The first event is the router as it was.
 			d := latest[to]
-			if d == nil || !RolledOut(d) {
+			if d == nil || !rollout.RolledOut(d) {
 				t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
 			}
 			switches = append(switches, to)
@@ -287,7 +287,7 @@ func TestE2EBlueGreenNeverSwitchesToABrokenRelease(t *testing.T) {
 	if got := h.checkSwitchOrder(t); len(got) != 0 {
 		t.Errorf("traffic moved %v during a broken release", got)
 	}
-	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || !RolledOut(d) {
+	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || !rollout.RolledOut(d) {
 		t.Errorf("the live colour changed: %s", webContainer(d))
 	}
 }
@@ -314,8 +314,8 @@ func TestE2EBlueGreenRollback(t *testing.T) {
 		t.Fatalf("after rollback: router on %s, want %s", live, blue)
 	}
 	d := getDeployment(ctx, t, sb, blue)
-	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !RolledOut(d) {
-		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, RolledOut(d))
+	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !rollout.RolledOut(d) {
+		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, rollout.RolledOut(d))
 	}
 	time.Sleep(time.Second)
 	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{blue}) {

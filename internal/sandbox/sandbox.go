@@ -339,18 +339,6 @@ func (s *Sandbox) Apply(ctx context.Context, paths ...string) error {
 	return nil
 }
 
-// RolledOut reports whether d is fully rolled out by kubectl's rules.
-func RolledOut(d *appsv1.Deployment) bool {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	return d.Status.ObservedGeneration >= d.Generation &&
-		d.Status.UpdatedReplicas == want &&
-		d.Status.Replicas == d.Status.UpdatedReplicas &&
-		d.Status.AvailableReplicas == d.Status.UpdatedReplicas
-}
-
 // WaitFor watches the Deployment name until cond holds, and returns it.
 func (s *Sandbox) WaitFor(ctx context.Context, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
 	lw := cache.NewListWatchFromClient(s.Admin.AppsV1().RESTClient(), "deployments", Namespace, fields.OneTermEqualSelector("metadata.name", name))
