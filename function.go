@@ -86,7 +86,10 @@ func logReport(ctx context.Context, rep trigger.Report, retry bool) {
 		attrs = append(attrs, slog.Bool("retry", retry))
 	}
 	if rep.DryRun {
-		attrs = append(attrs, slog.Bool("dryRun", true), slog.String("patch", rep.Patch))
+		attrs = append(attrs, slog.Bool("dryRun", true))
+		if rep.Patch != "" {
+			attrs = append(attrs, slog.String("patch", rep.Patch))
+		}
 	}
 	logger.LogAttrs(ctx, level, msg, attrs...)
 }
