@@ -51,8 +51,12 @@ func blueGreen(t *testing.T, router string, env map[string]string) (*Sandbox, co
 // namespace's Deployments, Services and Ingresses from the moment it starts.
 // resourceVersions come from one etcd, so they order changes across kinds.
 type history struct {
-	mu     sync.Mutex
-	events []change
+	start   int64  // the resourceVersion recording started after
+	initial string // the colour the router sent traffic to then
+	// colours are the two Deployments as they were then.
+	colours map[string]*appsv1.Deployment
+	mu      sync.Mutex
+	events  []change
 }
 
 type change struct {
@@ -78,6 +82,16 @@ func record(ctx context.Context, t *testing.T, sb *Sandbox) *history {
 	list, err := sb.Admin.CoreV1().ConfigMaps(Namespace).List(ctx, metav1.ListOptions{})
 	if err != nil {
 		t.Fatal(err)
+	}
+	h.start, _ = strconv.ParseInt(list.ResourceVersion, 10, 64)
+	h.colours = map[string]*appsv1.Deployment{}
+	for _, name := range []string{blue, green} {
+		h.colours[name] = getDeployment(ctx, t, sb, name)
+	}
+	if ing, err := sb.Admin.NetworkingV1().Ingresses(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
+		h.initial = routedTo(ing)
+	} else if svc, err := sb.Admin.CoreV1().Services(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
+		h.initial = routedTo(svc)
 	}
 	for kind, w := range watchers {
 		wi, err := w(metav1.ListOptions{ResourceVersion: list.ResourceVersion})
@@ -111,6 +125,46 @@ func metaOf(o runtime.Object) (metav1.Object, error) {
 		return v, nil
 	}
 	return nil, fmt.Errorf("unexpected %T", o)
+}
+
+// catchUp waits until the history has seen the current version of the two
+// colours and of every router, so that what it is asked next is complete.
+func (h *history) catchUp(ctx context.Context, t *testing.T, sb *Sandbox) {
+	t.Helper()
+	want := map[string]string{}
+	for _, name := range []string{blue, green} {
+		want["Deployment/"+name] = getDeployment(ctx, t, sb, name).ResourceVersion
+	}
+	if svc, err := sb.Admin.CoreV1().Services(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
+		want["Service/web"] = svc.ResourceVersion
+	}
+	if ing, err := sb.Admin.NetworkingV1().Ingresses(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
+		want["Ingress/web"] = ing.ResourceVersion
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		seen := map[string]int64{}
+		for _, c := range h.sorted() {
+			m, _ := metaOf(c.obj)
+			seen[c.kind+"/"+m.GetName()] = c.rv
+		}
+		behind := ""
+		for k, rv := range want {
+			n, _ := strconv.ParseInt(rv, 10, 64)
+			// An object unchanged since recording began has no event: the
+			// history is complete for it at any version below the start.
+			if seen[k] < n && n > h.start {
+				behind = k
+			}
+		}
+		if behind == "" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the recorded history never caught up with %s", behind)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func (h *history) sorted() []change {
@@ -147,8 +201,11 @@ func routedTo(o runtime.Object) string {
 func (h *history) checkSwitchOrder(t *testing.T) []string {
 	t.Helper()
 	latest := map[string]*appsv1.Deployment{}
+	for name, d := range h.colours {
+		latest[name] = d
+	}
 	var switches []string
-	routed := ""
+	routed := h.initial
 	for _, c := range h.sorted() {
 		if d, ok := c.obj.(*appsv1.Deployment); ok {
 			latest[d.Name] = d
@@ -158,13 +215,11 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 		if to == "" || to == routed {
 			continue
 		}
-		if routed != "" { // The first event is the router as it was.
-			d := latest[to]
-			if d == nil || !rollout.RolledOut(d) {
-				t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
-			}
-			switches = append(switches, to)
+		d := latest[to]
+		if d == nil || !rollout.RolledOut(d) {
+			t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
 		}
+		switches = append(switches, to)
 		routed = to
 	}
 	return switches
@@ -254,7 +309,7 @@ func TestE2EBlueGreenSwitchesOnlyWhenAvailable(t *testing.T) {
 			if got := webContainer(getDeployment(ctx, t, sb, green)); got != pinned(b1) {
 				t.Errorf("green runs %s after the stale delivery, want build 1 untouched", got)
 			}
-			time.Sleep(time.Second) // Let the watches deliver the last changes.
+			h.catchUp(ctx, t, sb)
 			if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{green, blue}) {
 				t.Errorf("traffic went to %v, want [web-green web-blue]", got)
 			}
@@ -283,7 +338,7 @@ func TestE2EBlueGreenNeverSwitchesToABrokenRelease(t *testing.T) {
 	if live, ann := router(ctx, t, sb, "service"); live != green || ann[rollout.AnnotationBuildID] != b1.GetId() {
 		t.Errorf("router on %s recording %s: live traffic must stay on build 1 (green)", live, ann[rollout.AnnotationBuildID])
 	}
-	time.Sleep(time.Second)
+	h.catchUp(ctx, t, sb)
 	if got := h.checkSwitchOrder(t); len(got) != 0 {
 		t.Errorf("traffic moved %v during a broken release", got)
 	}
@@ -317,7 +372,7 @@ func TestE2EBlueGreenRollback(t *testing.T) {
 	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !rollout.RolledOut(d) {
 		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, rollout.RolledOut(d))
 	}
-	time.Sleep(time.Second)
+	h.catchUp(ctx, t, sb)
 	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{blue}) {
 		t.Errorf("traffic went to %v, want [web-blue] only after it was back up", got)
 	}
@@ -378,7 +433,7 @@ func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
 			t.Errorf("deployed %v: a regression or a repeat", deployed)
 		}
 	}
-	time.Sleep(time.Second)
+	h.catchUp(ctx, t, sb)
 	if switches := h.checkSwitchOrder(t); len(switches) != len(deployed) {
 		t.Errorf("traffic switched %d times (%v) for %d deploys %v: want exactly one switch per deploy", len(switches), switches, len(deployed), deployed)
 	}
