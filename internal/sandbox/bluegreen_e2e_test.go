@@ -418,21 +418,7 @@ func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
 	if ann[rollout.AnnotationBuildID] != b3.GetId() || webContainer(getDeployment(ctx, t, sb, live)) != pinned(b3) {
 		t.Errorf("router on %s recording build %s: want the newest build (3) live", live, ann[rollout.AnnotationBuildID])
 	}
-	created := map[string]time.Time{}
-	for _, b := range []*cloudbuildpb.Build{b1, b2, b3} {
-		created[b.GetId()] = b.GetCreateTime().AsTime()
-	}
-	var deployed []string
-	for _, l := range sb.Function.Logs()[seen:] {
-		if l["outcome"] == "deployed" {
-			deployed = append(deployed, l["buildId"].(string))
-		}
-	}
-	for i := 1; i < len(deployed); i++ {
-		if !created[deployed[i]].After(created[deployed[i-1]]) {
-			t.Errorf("deployed %v: a regression or a repeat", deployed)
-		}
-	}
+	deployed := deployedInOrder(t, sb.Function.Logs()[seen:], b1, b2, b3)
 	h.catchUp(ctx, t, sb)
 	if switches := h.checkSwitchOrder(t); len(switches) != len(deployed) {
 		t.Errorf("traffic switched %d times (%v) for %d deploys %v: want exactly one switch per deploy", len(switches), switches, len(deployed), deployed)

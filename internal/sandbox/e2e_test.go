@@ -265,25 +265,12 @@ func TestE2EDuplicatesAndOutOfOrderEndOnTheNewest(t *testing.T) {
 	}
 	waitLive(ctx, t, sb, pinned(b3))
 
-	created := map[string]time.Time{}
-	for _, b := range []*cloudbuildpb.Build{b1, b2, b3} {
-		created[b.GetId()] = b.GetCreateTime().AsTime()
-	}
-	var deployed []string
 	for _, l := range sb.Function.Logs()[seen:] {
-		switch l["outcome"] {
-		case "deployed":
-			deployed = append(deployed, l["buildId"].(string))
-		case "skipped":
-		default:
+		if l["outcome"] != "deployed" && l["outcome"] != "skipped" {
 			t.Errorf("unexpected decision: %v", l)
 		}
 	}
-	for i := 1; i < len(deployed); i++ {
-		if !created[deployed[i]].After(created[deployed[i-1]]) {
-			t.Errorf("deployed %v: build %s after %s is a regression or a repeat", deployed, deployed[i], deployed[i-1])
-		}
-	}
+	deployed := deployedInOrder(t, sb.Function.Logs()[seen:], b1, b2, b3)
 	if len(deployed) == 0 || deployed[len(deployed)-1] != b3.GetId() {
 		t.Errorf("deployed %v, want build 3 last", deployed)
 	}
@@ -294,6 +281,29 @@ func TestE2EDuplicatesAndOutOfOrderEndOnTheNewest(t *testing.T) {
 		t.Errorf("deployment records build %s, want %s", got, b3.GetId())
 	}
 	t.Logf("%d messages, deployed %v", len(order), deployed)
+}
+
+// deployedInOrder returns the builds that log lines record as deployed, in
+// order, and fails the test unless each is newer (by createTime) than the
+// one before it: no regression, no repeat.
+func deployedInOrder(t *testing.T, lines []map[string]any, builds ...*cloudbuildpb.Build) []string {
+	t.Helper()
+	created := map[string]time.Time{}
+	for _, b := range builds {
+		created[b.GetId()] = b.GetCreateTime().AsTime()
+	}
+	var deployed []string
+	for _, l := range lines {
+		if l["outcome"] == "deployed" {
+			deployed = append(deployed, l["buildId"].(string))
+		}
+	}
+	for i := 1; i < len(deployed); i++ {
+		if !created[deployed[i]].After(created[deployed[i-1]]) {
+			t.Errorf("deployed %v: build %s after %s is a regression or a repeat", deployed, deployed[i], deployed[i-1])
+		}
+	}
+	return deployed
 }
 
 // TestE2EFaultsAreRetriedAndNothingIsLost breaks, in turn, each thing the
