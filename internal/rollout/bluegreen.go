@@ -33,8 +33,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
-
-	"github.com/onnewimage/onnewimage/internal/image"
 )
 
 // Colour is one of the two Deployments of a blue-green target.
@@ -535,37 +533,6 @@ func patchDeployment(ctx context.Context, client kubernetes.Interface, d *appsv1
 		return d, data, fmt.Errorf("patching deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	return got, data, nil
-}
-
-func sameDigest(running string, r image.Reference) bool {
-	cur, err := image.Parse(running)
-	return err == nil && cur.Digest == r.Digest
-}
-
-// record is a release as annotations record it.
-type record struct {
-	id string
-	at time.Time
-	// ok says both the build ID and a valid createTime are recorded.
-	ok bool
-}
-
-func recordOf(annotations map[string]string, idKey, atKey string) record {
-	rec := record{id: annotations[idKey]}
-	at, err := time.Parse(time.RFC3339Nano, annotations[atKey])
-	if rec.id != "" && err == nil {
-		rec.at, rec.ok = at, true
-	}
-	return rec
-}
-
-func (rec record) release() Release { return Release{BuildID: rec.id, CreateTime: rec.at} }
-
-func nilIfEmpty(s string) any {
-	if s == "" {
-		return nil
-	}
-	return s
 }
 
 func mustJSON(v any) []byte {

@@ -189,35 +189,64 @@ func plan(d *appsv1.Deployment, container string, r Release) (Result, []byte, er
 // superseded reports whether r should replace what an object records and
 // runs; when not, it says why.
 func superseded(annotations map[string]string, running string, r Release) (string, bool) {
-	if cur, err := image.Parse(running); err == nil && cur.Digest == r.Image.Digest {
+	if sameDigest(running, r.Image) {
 		return fmt.Sprintf("already running %s", r.Image.Digest), false
 	}
-	id := annotations[AnnotationBuildID]
-	if id == r.BuildID {
-		return fmt.Sprintf("build %s was already deployed here (the image has since been changed by hand to %s)", id, running), false
+	deployed := recordOf(annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	if deployed.id == r.BuildID {
+		return fmt.Sprintf("build %s was already deployed here (the image has since been changed by hand to %s)", deployed.id, running), false
 	}
-	at, err := time.Parse(time.RFC3339Nano, annotations[AnnotationBuildCreateTime])
-	if id != "" && err == nil && !r.newerThan(id, at) {
+	if deployed.ok && !r.newerThan(deployed.id, deployed.at) {
 		return fmt.Sprintf("stale: build %s (created %s) is not newer than the deployed build %s (created %s)",
-			r.BuildID, r.CreateTime.Format(time.RFC3339), id, at.Format(time.RFC3339)), false
+			r.BuildID, r.CreateTime.Format(time.RFC3339), deployed.id, deployed.at.Format(time.RFC3339)), false
 	}
 	return "", true
+}
+
+// sameDigest reports whether the image reference running pins r's digest.
+func sameDigest(running string, r image.Reference) bool {
+	cur, err := image.Parse(running)
+	return err == nil && cur.Digest == r.Digest
+}
+
+// record is a release as annotations record it.
+type record struct {
+	id string
+	at time.Time
+	// ok says both the build ID and a valid createTime are recorded.
+	ok bool
+}
+
+func recordOf(annotations map[string]string, idKey, atKey string) record {
+	rec := record{id: annotations[idKey]}
+	at, err := time.Parse(time.RFC3339Nano, annotations[atKey])
+	if rec.id != "" && err == nil {
+		rec.at, rec.ok = at, true
+	}
+	return rec
+}
+
+func (rec record) release() Release { return Release{BuildID: rec.id, CreateTime: rec.at} }
+
+// nilIfEmpty is s, or nil (which a merge patch reads as "remove") when s is
+// empty.
+func nilIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // releaseAnnotations are the annotations that record r. A release without a
 // commit removes the previous release's commit rather than leave it wrong.
 func releaseAnnotations(r Release) map[string]any {
-	a := map[string]any{
+	return map[string]any{
 		AnnotationBuildID:         r.BuildID,
 		AnnotationBuildCreateTime: r.CreateTime.UTC().Format(time.RFC3339Nano),
 		AnnotationImage:           r.Image.String(),
 		AnnotationChangeCause:     r.ChangeCause(),
-		AnnotationCommit:          nil,
+		AnnotationCommit:          nilIfEmpty(r.Commit),
 	}
-	if r.Commit != "" {
-		a[AnnotationCommit] = r.Commit
-	}
-	return a
 }
 
 func patchOptions(o Options) metav1.PatchOptions {
