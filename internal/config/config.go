@@ -221,18 +221,3 @@ func Load(getenv func(string) string) (Config, error) {
 func (c Config) ClusterName() string {
 	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", c.Project, c.Location, c.Cluster)
 }
-
-// Target names what is updated, for logs: namespace/deployment:container,
-// or with the blue-green strategy
-// namespace/deployment-{blue,green}:container via service/NAME (or
-// ingress/NAME).
-func (c Config) Target() string {
-	if c.Strategy != BlueGreen {
-		return c.Namespace + "/" + c.Deployment + ":" + c.Container
-	}
-	router := "service/" + c.Service
-	if c.Ingress != "" {
-		router = "ingress/" + c.Ingress
-	}
-	return c.Namespace + "/" + c.Deployment + "-{blue,green}:" + c.Container + " via " + router
-}

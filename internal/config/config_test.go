@@ -23,8 +23,8 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.ClusterName(), c.Target(), c.Image.String(), c.Image.Bare(), c.MaxEventAge, c.DryRun}
-	want := []any{"projects/demo/locations/us-central1/clusters/prod", "default/web:web", "us-docker.pkg.dev/demo/apps/web", false, time.Hour, false}
+	got := []any{c.ClusterName(), c.Namespace, c.Image.String(), c.Image.Bare(), c.MaxEventAge, c.DryRun}
+	want := []any{"projects/demo/locations/us-central1/clusters/prod", "default", "us-docker.pkg.dev/demo/apps/web", false, time.Hour, false}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load (-want +got):\n%s", diff)
 	}
@@ -92,17 +92,17 @@ func TestLoadStrategy(t *testing.T) {
 	tests := []struct {
 		name  string
 		extra map[string]string
-		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld, Target()
+		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld
 	}{
 		{"rolling by default", nil,
-			[]any{Rolling, "", "", DefaultRolloutTimeout, false, "default/web:web"}},
+			[]any{Rolling, "", "", DefaultRolloutTimeout, false}},
 		{"rolling named", map[string]string{"STRATEGY": "rolling"},
-			[]any{Rolling, "", "", DefaultRolloutTimeout, false, "default/web:web"}},
+			[]any{Rolling, "", "", DefaultRolloutTimeout, false}},
 		{"blue-green behind a service", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"},
-			[]any{BlueGreen, "web", "", DefaultRolloutTimeout, false, "default/web-{blue,green}:web via service/web"}},
+			[]any{BlueGreen, "web", "", DefaultRolloutTimeout, false}},
 		{"blue-green behind an ingress, with options", map[string]string{
 			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true"},
-			[]any{BlueGreen, "", "web.public", 90 * time.Second, true, "default/web-{blue,green}:web via ingress/web.public"}},
+			[]any{BlueGreen, "", "web.public", 90 * time.Second, true}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,7 +114,7 @@ func TestLoadStrategy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := []any{c.Strategy, c.Service, c.Ingress, c.RolloutTimeout, c.ScaleDownOld, c.Target()}
+			got := []any{c.Strategy, c.Service, c.Ingress, c.RolloutTimeout, c.ScaleDownOld}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Load (-want +got):\n%s", diff)
 			}

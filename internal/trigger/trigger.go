@@ -104,7 +104,7 @@ func New(cfg config.Config, opts Options) *Handler {
 // Handle decides what ev means and acts on it. The error is non-nil only
 // for a failed outcome; Retryable tells whether redelivery can help.
 func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
-	rep := Report{Target: h.cfg.Target(), DryRun: h.cfg.DryRun, MessageID: ev.ID}
+	rep := Report{Target: h.target().String(), DryRun: h.cfg.DryRun, MessageID: ev.ID}
 	skip := func(format string, args ...any) (Report, error) {
 		rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf(format, args...)
 		return rep, nil
@@ -170,8 +170,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	case config.BlueGreen:
 		res, err = rollout.BlueGreen(ctx, client, h.blueGreenTarget(), release, h.blueGreenOptions())
 	default:
-		target := rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
-		res, err = rollout.Rolling(ctx, client, target, release, rollout.Options{DryRun: h.cfg.DryRun})
+		res, err = rollout.Rolling(ctx, client, h.rollingTarget(), release, rollout.Options{DryRun: h.cfg.DryRun})
 	}
 	h.conn.Forget(err)
 	rep.Previous = res.Previous
@@ -213,6 +212,19 @@ func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
 	res, err := rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
 	h.conn.Forget(err)
 	return res, err
+}
+
+// target is what the configured strategy deploys to; its String is the
+// report's target.
+func (h *Handler) target() fmt.Stringer {
+	if h.cfg.Strategy == config.BlueGreen {
+		return h.blueGreenTarget()
+	}
+	return h.rollingTarget()
+}
+
+func (h *Handler) rollingTarget() rollout.Target {
+	return rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
 }
 
 func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {

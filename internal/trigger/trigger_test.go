@@ -192,6 +192,26 @@ func TestHandleReportsTheDeploy(t *testing.T) {
 	}
 }
 
+// TestReportTarget checks how each strategy names its target in the log.
+func TestReportTarget(t *testing.T) {
+	queued := map[string]string{"status": "QUEUED"}
+	for _, tt := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{nil, "default/web:web"},
+		{map[string]string{"STRATEGY": "rolling"}, "default/web:web"},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}, "default/web-{blue,green}:web via service/web"},
+		{map[string]string{"STRATEGY": "blue-green", "INGRESS": "web.public"}, "default/web-{blue,green}:web via ingress/web.public"},
+	} {
+		h := New(testConfig(t, tt.env), Options{Connector: &connector{}, Now: func() time.Time { return now }})
+		rep, _ := h.Handle(context.Background(), event(t, []byte("{}"), queued, now))
+		if rep.Target != tt.want {
+			t.Errorf("%v: target %q, want %q", tt.env, rep.Target, tt.want)
+		}
+	}
+}
+
 func TestHandleDryRun(t *testing.T) {
 	cs := fake.NewClientset(webDeployment())
 	h := New(testConfig(t, map[string]string{"DRY_RUN": "true"}), Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }})
