@@ -390,30 +390,9 @@ func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
 	h := record(ctx, t, sb)
 	b1, b2, b3 := load(t, "web-1-success.json"), load(t, "web-2-success.json"), load(t, "web-3-success.json")
 	order := []*cloudbuildpb.Build{b2, b1, b3, b2, b3, b1}
-	seen := len(sb.Function.Logs())
-	for _, b := range order {
-		if _, err := sb.Publish(ctx, b); err != nil { // Back to back: invocations overlap.
-			t.Fatal(err)
-		}
-	}
 	// Every message ends with a final decision: deployed or skipped
 	// (failures are retried until they become one of those).
-	wait, cancel := context.WithTimeout(ctx, 3*time.Minute)
-	defer cancel()
-	final := func() int {
-		n := 0
-		for _, l := range sb.Function.Logs()[seen:] {
-			if l["outcome"] != "failed" {
-				n++
-			}
-		}
-		return n
-	}
-	for final() < len(order) {
-		if _, err := sb.Function.WaitLog(wait, len(sb.Function.Logs()), func(map[string]any) bool { return true }); err != nil {
-			t.Fatalf("%d final decisions for %d messages: %v", final(), len(order), err)
-		}
-	}
+	seen := publishOverlapping(ctx, t, sb, order, 3*time.Minute, func(l map[string]any) bool { return l["outcome"] != "failed" })
 	live, ann := router(ctx, t, sb, "service")
 	if ann[rollout.AnnotationBuildID] != b3.GetId() || webContainer(getDeployment(ctx, t, sb, live)) != pinned(b3) {
 		t.Errorf("router on %s recording build %s: want the newest build (3) live", live, ann[rollout.AnnotationBuildID])

@@ -250,27 +250,16 @@ func TestE2EDuplicatesAndOutOfOrderEndOnTheNewest(t *testing.T) {
 	sb, ctx := start(t, Options{})
 	b1, b2, b3 := load(t, "web-1-success.json"), load(t, "web-2-success.json"), load(t, "web-3-success.json")
 	order := []*cloudbuildpb.Build{b2, b1, b2, b3, b1, b3, b2}
-	seen := len(sb.Function.Logs())
-	for _, b := range order {
-		if _, err := sb.Publish(ctx, b); err != nil { // Back to back: deliveries overlap.
-			t.Fatal(err)
-		}
-	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	for len(sb.Function.Logs())-seen < len(order) {
-		if _, err := sb.Function.WaitLog(wait, len(sb.Function.Logs()), func(map[string]any) bool { return true }); err != nil {
-			t.Fatalf("got %d decisions for %d messages: %v", len(sb.Function.Logs())-seen, len(order), err)
-		}
-	}
+	seen := publishOverlapping(ctx, t, sb, order, 2*time.Minute, func(map[string]any) bool { return true })
 	waitLive(ctx, t, sb, pinned(b3))
 
-	for _, l := range sb.Function.Logs()[seen:] {
+	lines := sb.Function.Logs()[seen:]
+	for _, l := range lines {
 		if l["outcome"] != "deployed" && l["outcome"] != "skipped" {
 			t.Errorf("unexpected decision: %v", l)
 		}
 	}
-	deployed := deployedInOrder(t, sb.Function.Logs()[seen:], b1, b2, b3)
+	deployed := deployedInOrder(t, lines, b1, b2, b3)
 	if len(deployed) == 0 || deployed[len(deployed)-1] != b3.GetId() {
 		t.Errorf("deployed %v, want build 3 last", deployed)
 	}
@@ -281,6 +270,37 @@ func TestE2EDuplicatesAndOutOfOrderEndOnTheNewest(t *testing.T) {
 		t.Errorf("deployment records build %s, want %s", got, b3.GetId())
 	}
 	t.Logf("%d messages, deployed %v", len(order), deployed)
+}
+
+// publishOverlapping publishes builds back to back, so that their deliveries
+// overlap, and waits (at most timeout) until one log line per message
+// satisfies counts. It returns how many log lines there were before, so that
+// the caller can read what came since.
+func publishOverlapping(ctx context.Context, t *testing.T, sb *Sandbox, builds []*cloudbuildpb.Build, timeout time.Duration, counts func(map[string]any) bool) (seen int) {
+	t.Helper()
+	seen = len(sb.Function.Logs())
+	for _, b := range builds {
+		if _, err := sb.Publish(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	counted := func() int {
+		n := 0
+		for _, l := range sb.Function.Logs()[seen:] {
+			if counts(l) {
+				n++
+			}
+		}
+		return n
+	}
+	for counted() < len(builds) {
+		if _, err := sb.Function.WaitLog(wait, len(sb.Function.Logs()), func(map[string]any) bool { return true }); err != nil {
+			t.Fatalf("%d decisions for %d messages: %v", counted(), len(builds), err)
+		}
+	}
+	return seen
 }
 
 // deployedInOrder returns the builds that log lines record as deployed, in
