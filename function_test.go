@@ -36,7 +36,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cloudlog"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
-	"github.com/onnewimage/onnewimage/internal/gkefake"
+	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 

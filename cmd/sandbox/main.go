@@ -32,7 +32,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
-	"github.com/onnewimage/onnewimage/internal/sandbox"
+	"github.com/onnewimage/onnewimage/internal/testenv/sandbox"
 )
 
 func main() {

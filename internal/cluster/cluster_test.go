@@ -28,7 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"github.com/onnewimage/onnewimage/internal/gkefake"
+	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/onnewimage/onnewimage/internal/localcluster"
+	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
 )
 
 // A test starts a cluster whose apiserver accepts a token for a Google

@@ -81,10 +81,19 @@ func toolsDir() (string, error) {
 	return dir, nil
 }
 
-// EnsureBinaries builds etcd, kube-apiserver, kube-controller-manager,
-// kube-scheduler and kwok into a versioned subdirectory of cacheDir, unless
-// they are already there, and returns the directory holding them. An empty
-// cacheDir means DefaultCacheDir. Progress goes to log, which may be nil.
+// AssetsEnv names the variable that points at a directory of prebuilt
+// binaries (etcd, kube-apiserver, kube-controller-manager, kube-scheduler,
+// kwok), as envtest's KUBEBUILDER_ASSETS does. When it is set, nothing is
+// built.
+const AssetsEnv = "ONNEWIMAGE_ASSETS"
+
+// EnsureBinaries returns the directory holding etcd, kube-apiserver,
+// kube-controller-manager, kube-scheduler and kwok. When $ONNEWIMAGE_ASSETS
+// is set it is that directory, which must hold all five (nothing is built,
+// and a missing one is an error). Otherwise they are built from Go modules
+// into a versioned subdirectory of cacheDir, unless they are already there;
+// an empty cacheDir means DefaultCacheDir. Progress goes to log, which may
+// be nil.
 //
 // A file lock in the cache directory serialises builds across processes, and
 // every binary is built under a temporary name and renamed into place, so
@@ -92,6 +101,9 @@ func toolsDir() (string, error) {
 func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (binDir string, err error) {
 	if log == nil {
 		log = io.Discard
+	}
+	if dir := os.Getenv(AssetsEnv); dir != "" {
+		return prebuilt(dir)
 	}
 	if cacheDir == "" {
 		if cacheDir, err = DefaultCacheDir(); err != nil {
@@ -130,6 +142,25 @@ func EnsureBinaries(ctx context.Context, cacheDir string, log io.Writer) (binDir
 	}
 	fmt.Fprintf(log, "localcluster: built all binaries in %s\n", time.Since(start).Round(time.Second))
 	return binDir, nil
+}
+
+// prebuilt checks that dir holds every binary, executable.
+func prebuilt(dir string) (string, error) {
+	var problems []string
+	for _, b := range binaries {
+		fi, err := os.Stat(filepath.Join(dir, b.name))
+		switch {
+		case err != nil:
+			problems = append(problems, b.name+" is missing")
+		case !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0:
+			problems = append(problems, b.name+" is not an executable file")
+		}
+	}
+	if len(problems) > 0 {
+		return "", fmt.Errorf("%s=%s: %s (it must hold etcd %s, kube-apiserver, kube-controller-manager and kube-scheduler %s, and kwok %s; unset it to build them from modules)",
+			AssetsEnv, dir, strings.Join(problems, ", "), EtcdVersion, KubernetesVersion, KwokVersion)
+	}
+	return filepath.Abs(dir)
 }
 
 // missing returns the binaries not yet present in binDir.

@@ -562,3 +562,33 @@ func TestAwaitQuotesLogOfExitedProcess(t *testing.T) {
 		}
 	}
 }
+
+func TestPrebuiltAssets(t *testing.T) {
+	dir := t.TempDir()
+	for _, b := range binaries[:len(binaries)-1] {
+		if err := os.WriteFile(dir+"/"+b.name, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(dir+"/kwok", []byte("not executable"), 0o644)
+	t.Setenv(AssetsEnv, dir)
+	cache := t.TempDir()
+	_, err := EnsureBinaries(context.Background(), cache, nil)
+	if err == nil || !strings.Contains(err.Error(), "kwok is not an executable file") {
+		t.Fatalf("EnsureBinaries with a non-executable kwok: error %v, want it named", err)
+	}
+	os.Remove(dir + "/kwok")
+	if _, err := EnsureBinaries(context.Background(), cache, nil); err == nil || !strings.Contains(err.Error(), "kwok is missing") {
+		t.Fatalf("EnsureBinaries without kwok: error %v, want it named", err)
+	}
+	if err := os.WriteFile(dir+"/kwok", []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got, err := EnsureBinaries(context.Background(), cache, nil)
+	if err != nil || got != dir {
+		t.Fatalf("EnsureBinaries() = %q, %v; want %q (the assets, nothing built)", got, err, dir)
+	}
+	if entries, _ := os.ReadDir(cache); len(entries) != 0 {
+		t.Errorf("the cache directory has %d entries, want none: nothing may be built", len(entries))
+	}
+}

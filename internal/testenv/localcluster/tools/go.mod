@@ -1,4 +1,4 @@
-module github.com/onnewimage/onnewimage/internal/localcluster/tools
+module github.com/onnewimage/onnewimage/internal/testenv/localcluster/tools
 
 go 1.23.0
 

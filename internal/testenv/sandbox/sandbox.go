@@ -50,9 +50,9 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
-	"github.com/onnewimage/onnewimage/internal/gkefake"
-	"github.com/onnewimage/onnewimage/internal/localcluster"
-	"github.com/onnewimage/onnewimage/internal/pubsubemu"
+	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
+	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
+	"github.com/onnewimage/onnewimage/internal/testenv/pubsubemu"
 )
 
 // The sandbox's fixed names: a GKE cluster, the function's Google service
@@ -565,7 +565,7 @@ func repoRoot() (string, error) {
 	if !ok {
 		return "", errors.New("cannot locate the sandbox package's source")
 	}
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
 		return "", fmt.Errorf("repository root not found beside %s: %w", file, err)
 	}

@@ -1,4 +1,4 @@
-module github.com/onnewimage/onnewimage/internal/localcluster/tools/kwok
+module github.com/onnewimage/onnewimage/internal/testenv/localcluster/tools/kwok
 
 go 1.26.0
 

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/onnewimage/onnewimage/internal/pubsubemu"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/testenv/pubsubemu"
 )
 
 // start starts a sandbox for one test, waits until the Deployments named

@@ -6,7 +6,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/onnewimage/onnewimage/internal/pubsubemu"
+	"github.com/onnewimage/onnewimage/internal/testenv/pubsubemu"
 )
 
 // Example sends a Cloud Build-like message to a function listening on

@@ -19,8 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 
-	"github.com/onnewimage/onnewimage/internal/localcluster"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
 )
 
 const (
