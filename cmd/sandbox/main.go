@@ -75,6 +75,7 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
 		opts.FunctionEnv = blueGreenEnv
 	}
+	defer sandbox.RemovePrograms()
 	sb, err := sandbox.Start(ctx, opts)
 	if err != nil {
 		return err

@@ -268,28 +268,77 @@ func (s *Sandbox) StartFunction(ctx context.Context, extra map[string]string) er
 
 func (s *Sandbox) buildFunction(ctx context.Context) error {
 	begin := time.Now()
-	s.functionBin = filepath.Join(s.dir, "onnewimage-local")
-	cmd := exec.CommandContext(ctx, "go", "build", "-o", s.functionBin, "./cmd/local")
-	cmd.Dir = s.Root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("building cmd/local: %w\n%s", err, out)
+	bin, fresh, err := program(ctx, s.Root, "local")
+	if err != nil {
+		return err
 	}
-	s.logf("sandbox: built the function (cmd/local) in %s", time.Since(begin).Round(time.Millisecond))
+	s.functionBin = bin
+	if fresh {
+		s.logf("sandbox: built the function (cmd/local) in %s", time.Since(begin).Round(time.Millisecond))
+	}
 	return nil
 }
 
-// Run runs the program ./cmd/NAME (go run) with the function's environment
-// plus extra, as a user runs the project's commands against the same
-// configuration, and returns its combined output.
+// Run runs the program ./cmd/NAME (built once per process) with the
+// function's environment plus extra, as a user runs the project's commands
+// against the same configuration, and returns its combined output.
 func (s *Sandbox) Run(ctx context.Context, name string, extra map[string]string, args ...string) ([]byte, error) {
-	cmd := exec.CommandContext(ctx, "go", append([]string{"run", "./cmd/" + name}, args...)...)
+	bin, _, err := program(ctx, s.Root, name)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = s.Root
 	cmd.Env = s.FunctionEnv(extra)
 	out, err := cmd.CombinedOutput()
 	if err != nil {
-		return out, fmt.Errorf("go run ./cmd/%s: %w\n%s", name, err, out)
+		return out, fmt.Errorf("./cmd/%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
 	}
 	return out, nil
+}
+
+// programs holds the ./cmd programs built by this process. Every sandbox in
+// a process shares them: go build's cache makes a rebuild cheap, but not
+// its link step (about ten seconds a program here).
+var programs struct {
+	mu    sync.Mutex
+	dir   string
+	built map[string]string
+}
+
+// program returns the path of ./cmd/name, built on first use in this
+// process; fresh says this call built it.
+func program(ctx context.Context, root, name string) (bin string, fresh bool, err error) {
+	programs.mu.Lock()
+	defer programs.mu.Unlock()
+	if bin, ok := programs.built[name]; ok {
+		return bin, false, nil
+	}
+	if programs.dir == "" {
+		if programs.dir, err = os.MkdirTemp("", "onnewimage-programs-"); err != nil {
+			return "", false, err
+		}
+		programs.built = map[string]string{}
+	}
+	bin = filepath.Join(programs.dir, name)
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "./cmd/"+name)
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", false, fmt.Errorf("building cmd/%s: %w\n%s", name, err, out)
+	}
+	programs.built[name] = bin
+	return bin, true, nil
+}
+
+// RemovePrograms deletes the programs this process built. Call it once no
+// sandbox of the process runs any more (from TestMain, or on exit).
+func RemovePrograms() {
+	programs.mu.Lock()
+	defer programs.mu.Unlock()
+	if programs.dir != "" {
+		os.RemoveAll(programs.dir)
+	}
+	programs.dir, programs.built = "", nil
 }
 
 // Apply applies the manifests at paths (relative to Root) as the cluster
