@@ -159,3 +159,37 @@ func TestLoadStrategyProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadEmulatorHosts checks that an emulator, reached without credentials
+// and over plaintext, can only be on this machine.
+func TestLoadEmulatorHosts(t *testing.T) {
+	tests := []struct {
+		value string
+		want  string // A problem Load names, or "" when accepted.
+	}{
+		{"", ""},
+		{"127.0.0.1:9999", ""},
+		{"[::1]:9999", ""},
+		{"localhost:9999", ""},
+		{"10.0.0.7:9999", `CONTAINER_EMULATOR_HOST="10.0.0.7:9999": host 10.0.0.7 is not a loopback address`},
+		{"container.googleapis.com:443", `CONTAINER_EMULATOR_HOST="container.googleapis.com:443": host container.googleapis.com is not a loopback address`},
+		{"127.0.0.1", `CONTAINER_EMULATOR_HOST="127.0.0.1": not host:port`},
+		{"garbage", `CONTAINER_EMULATOR_HOST="garbage": not host:port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			e := valid()
+			e["CONTAINER_EMULATOR_HOST"] = tt.value
+			c, err := Load(env(e))
+			if tt.want == "" {
+				if err != nil || c.ContainerEmulatorHost != tt.value {
+					t.Errorf("Load() = %q, %v; want %q accepted", c.ContainerEmulatorHost, err, tt.value)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load() error = %v, want ErrInvalid naming %q", err, tt.want)
+			}
+		})
+	}
+}

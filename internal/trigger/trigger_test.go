@@ -29,6 +29,7 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
@@ -279,6 +280,8 @@ func TestRetryable(t *testing.T) {
 		{"progress deadline exceeded", fmt.Errorf("x: %w", rollout.ErrProgressDeadline), false},
 		{"rollout timeout", fmt.Errorf("x: %w", rollout.ErrRolloutTimeout), true},
 		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
+		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
+		{"malformed emulator host", fmt.Errorf("x: %w", emulator.ErrMalformed), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},
