@@ -40,9 +40,13 @@ import (
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
-// The knative sample's image: the repository the tests deploy.
+// The knative sample's image, as its lower-cased copy names it: the
+// repository the tests deploy. The captured sample itself names the redacted
+// gcr.io/PROJECT_ID/quickstart-image, which no registry could hold.
 const (
-	sampleRepo   = "gcr.io/PROJECT_ID/quickstart-image"
+	sampleRepo   = "gcr.io/project-id/quickstart-image"
+	redactedRepo = "gcr.io/PROJECT_ID/quickstart-image"
+	knative      = "cloudbuild-build-SUCCESS-with-images.knative-gcp.lowercase.json"
 	sampleDigest = "sha256:0c7566925d2cd9997a977887b43a9b751a83e7f14301584779f3986eb62c81c6"
 	clusterName  = "projects/demo/locations/us-central1/clusters/prod"
 )
@@ -306,7 +310,10 @@ func TestEverySampleThroughEveryDelivery(t *testing.T) {
 		{"cloudbuild-build-SUCCESS-noimages.kazuhito-m.json", "SUCCESS", "INFO", `no pushed image matches "` + sampleRepo + `" (pushed: none)`, "skipped", ""},
 		{"cloudbuild-build-SUCCESS-with-images-and-trigger.vial.jsonc", "SUCCESS", "INFO",
 			`no pushed image matches "` + sampleRepo + `" (pushed: us.gcr.io/django-vaccinateca/vaccinate, us.gcr.io/django-vaccinateca/vaccinate:latest)`, "skipped", ""},
-		{"cloudbuild-build-SUCCESS-with-images.knative-gcp.json", "SUCCESS", "NOTICE",
+		{"cloudbuild-build-SUCCESS-with-images.knative-gcp.json", "SUCCESS", "INFO",
+			`no pushed image matches "` + sampleRepo + `"; ignored ` + redactedRepo + `: upper case in a repository path, which no registry accepts (pushed: ` +
+				redactedRepo + `, ` + redactedRepo + `:latest)`, "skipped", ""},
+		{knative, "SUCCESS", "NOTICE",
 			"web rolls from " + sampleRepo + ":previous to " + deployed, "deployed", deployed},
 	}
 	for _, s := range samples {
@@ -351,49 +358,59 @@ func TestEverySampleThroughEveryDelivery(t *testing.T) {
 // TestRecordedRequests sends the shared sample requests byte for byte: the
 // binary CloudEvent (with both messageId and message_id) and the 1st-gen
 // background event. They were published in 2020, so MAX_EVENT_AGE first
-// drops them, then, raised, lets the build deploy.
+// drops them; raised, it lets the build through: the captured one names the
+// redacted gcr.io/PROJECT_ID, never a pushed repository, and the lower-cased
+// copy (the README's local example) deploys.
 func TestRecordedRequests(t *testing.T) {
-	requests := map[string]func(t *testing.T) *http.Request{
-		"cloudevent-pubsub-binary-request.http": func(t *testing.T) *http.Request {
-			raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", "cloudevent-pubsub-binary-request.http"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			head, body, _ := bytes.Cut(raw, []byte("\n\n"))
-			r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(append(head, "\n\n"...))))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := post(t, "application/json", nil)
-			out.Header = r.Header
-			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-			return out
-		},
-		"legacy-gen1-background-event-body.json": func(t *testing.T) *http.Request {
-			raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", "legacy-gen1-background-event-body.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := post(t, "application/json", nil)
-			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
-			return r
-		},
+	redacted := `no pushed image matches "` + sampleRepo + `"; ignored ` + redactedRepo + `: upper case`
+	requests := []struct {
+		file            string
+		outcome, reason string
+	}{
+		{"cloudevent-pubsub-binary-request.http", "skipped", redacted},
+		{"legacy-gen1-background-event-body.json", "skipped", redacted},
+		{"cloudevent-pubsub-binary-request.lowercase.http", "deployed", "web rolls from "},
 	}
-	for name, request := range requests {
-		t.Run(name, func(t *testing.T) {
+	for _, rq := range requests {
+		t.Run(rq.file, func(t *testing.T) {
 			tg := newTarget(t)
 			use(t, env(), tg)
-			_, line := send(t, request(t))
+			_, line := send(t, recorded(t, rq.file))
 			if line["outcome"] != "skipped" || !strings.HasPrefix(line["reason"].(string), "event published ") {
 				t.Errorf("with MAX_EVENT_AGE=1h: %v %q, want skipped as too old", line["outcome"], line["reason"])
 			}
 			use(t, env("MAX_EVENT_AGE", "87600h"), tg)
-			_, line = send(t, request(t))
-			if line["outcome"] != "deployed" || line["image"] != sampleRepo+":latest@"+sampleDigest || line["buildId"] != "BUILD_ID" {
-				t.Errorf("with MAX_EVENT_AGE=10y: %v", line)
+			_, line = send(t, recorded(t, rq.file))
+			if line["outcome"] != rq.outcome || !strings.HasPrefix(line["reason"].(string), rq.reason) || line["buildId"] != "BUILD_ID" {
+				t.Errorf("with MAX_EVENT_AGE=10y: %v; want %s %q...", line, rq.outcome, rq.reason)
+			}
+			if rq.outcome == "deployed" && line["image"] != sampleRepo+":latest@"+sampleDigest {
+				t.Errorf("deployed %v, want %s", line["image"], sampleRepo+":latest@"+sampleDigest)
 			}
 		})
 	}
+}
+
+// recorded reads a request from testdata/cloudbuild: an HTTP request (.http)
+// or a background event body (.json).
+func recorded(t *testing.T, file string) *http.Request {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := post(t, "application/json", nil)
+	body := raw
+	if strings.HasSuffix(file, ".http") {
+		head, rest, _ := bytes.Cut(raw, []byte("\n\n"))
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(append(head, "\n\n"...))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Header, body = r.Header, rest
+	}
+	out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return out
 }
 
 func TestWarmInstanceReusesTheConnection(t *testing.T) {
@@ -401,7 +418,7 @@ func TestWarmInstanceReusesTheConnection(t *testing.T) {
 	use(t, env(), tg)
 	before := containerAPI.Calls()
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	for i, want := range []string{"deployed", "skipped", "skipped"} {
 		_, line := send(t, deliveries["binary CloudEvent"](t, envelope(build, "SUCCESS", published), published))
 		if line["outcome"] != want {
@@ -421,7 +438,7 @@ func TestRetryableFailureAsksForRedelivery(t *testing.T) {
 	use(t, env(), tg)
 	containerAPI.SetCluster(clusterName, "", nil) // A cluster still provisioning: no endpoint yet.
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	code, line := send(t, deliveries["raw push body"](t, envelope(build, "SUCCESS", published), published))
 	if code < 500 || line["severity"] != "ERROR" || line["outcome"] != "failed" || line["retry"] != true {
 		t.Errorf("HTTP %d, log %v; want a 5xx so Pub/Sub redelivers, and an ERROR line with retry=true", code, line)
@@ -432,7 +449,7 @@ func TestPermanentFailureIsAcknowledged(t *testing.T) {
 	tg := newTarget(t)
 	use(t, env("CONTAINER", "api"), tg) // No such container in the Deployment.
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	code, line := send(t, deliveries["binary CloudEvent"](t, envelope(build, "SUCCESS", published), published))
 	if code != http.StatusOK || line["severity"] != "ERROR" || line["retry"] != false ||
 		!strings.Contains(line["reason"].(string), `has no container "api" (it has "web")`) {

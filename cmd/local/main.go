@@ -7,9 +7,9 @@
 //
 // The function reads its configuration from the environment (see the
 // README). With -event FILE, local also delivers one recorded HTTP request
-// (such as testdata/cloudbuild/cloudevent-pubsub-binary-request.http) to the function once it is
-// listening, prints the answer, and exits: a one-command way to run the
-// function on a sample event.
+// (such as testdata/cloudbuild/cloudevent-pubsub-binary-request.lowercase.http)
+// to the function once it is listening, prints the answer, and exits: a
+// one-command way to run the function on a sample event.
 package main
 
 import (

@@ -1,13 +1,23 @@
 package main
 
 import (
+	"context"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
 // TestListenAddr checks where local listens for each setting: loopback
@@ -80,3 +90,68 @@ func TestReadRequestRejectsAFileWithoutABody(t *testing.T) {
 }
 
 func writeFile(path, s string) error { return os.WriteFile(path, []byte(s), 0o600) }
+
+// TestREADMEExample runs the README's "Run it locally" command as written,
+// but for the cluster: its environment is a valid configuration, its event
+// file is read as local reads it, and the function decides to deploy the
+// build's image (a dry run, against a fake cluster holding the Deployment).
+func TestREADMEExample(t *testing.T) {
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, _ := strings.Cut(string(readme), "## Run it locally")
+	_, block, _ := strings.Cut(section, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	env := map[string]string{}
+	var args []string
+	for _, word := range strings.Fields(strings.ReplaceAll(block, "\\\n", " ")) {
+		if k, v, ok := strings.Cut(word, "="); ok && args == nil {
+			env[k] = v
+			continue
+		}
+		args = append(args, word)
+	}
+	if diff := cmp.Diff([]string{"go", "run", "./cmd/local", "-event"}, args[:len(args)-1]); diff != "" {
+		t.Fatalf("README command (-want +got):\n%s", diff)
+	}
+	cfg, err := config.Load(func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatalf("README environment: %v", err)
+	}
+	req, err := readRequest(filepath.Join("..", "..", args[len(args)-1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(req.Body)
+	published, err := time.Parse(time.RFC3339Nano, req.Header.Get("ce-time"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	labels := map[string]string{"app": "web"}
+	cluster := fake.NewClientset(&appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: appsv1.DeploymentSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: labels},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: labels},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "web", Image: "web:old"}}},
+			},
+		},
+	})
+	h := trigger.New(cfg, trigger.Options{Connector: fakeConnector{cluster}})
+	rep, err := h.Handle(t.Context(), trigger.Event{ID: req.Header.Get("ce-id"), Time: published, Data: body})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `"image":"` + cfg.Image.String() + `:latest@sha256:`
+	if !rep.DryRun || !strings.Contains(rep.Patch, want) {
+		t.Errorf("README example: %s %q, patch %s; want a dry-run patch to %s...", rep.Outcome, rep.Reason, rep.Patch, want)
+	}
+}
+
+type fakeConnector struct{ client kubernetes.Interface }
+
+func (c fakeConnector) Clientset(context.Context) (kubernetes.Interface, error) { return c.client, nil }
+func (fakeConnector) Forget(error)                                              {}

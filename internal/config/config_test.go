@@ -193,3 +193,29 @@ func TestLoadEmulatorHosts(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadImageCase checks IMAGE's case: the host is normalised, upper case in
+// the path (which no registry holds) is refused instead of matching nothing.
+func TestLoadImageCase(t *testing.T) {
+	tests := []struct {
+		value, want string // want: the pattern, or a problem Load names.
+	}{
+		{"GCR.IO/demo/web", "gcr.io/demo/web"},
+		{"gcr.io/PROJECT_ID/quickstart-image", `IMAGE: image "gcr.io/PROJECT_ID/quickstart-image": upper case in the repository path "PROJECT_ID/quickstart-image": registries accept lower case only`},
+		{"Web", `IMAGE: image "Web": upper case in the repository path "Web"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			e := valid()
+			e["IMAGE"] = tt.value
+			c, err := Load(env(e))
+			got := c.Image.String()
+			if err != nil {
+				got = err.Error()
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("Load(IMAGE=%q) = %q, want %q", tt.value, got, tt.want)
+			}
+		})
+	}
+}
