@@ -189,19 +189,28 @@ func use(t *testing.T, getenv func(string) string, tg *target) {
 	t.Cleanup(func() { handler = prev })
 }
 
-// envelope is the messagePublished data for a build, as delivered.
+// envelope is the messagePublished data for a build, as delivered; without
+// publishTime when published is zero.
 func envelope(build []byte, status string, published time.Time) map[string]any {
-	return map[string]any{
-		"message": map[string]any{
-			"attributes":   map[string]string{"buildId": buildID(build), "status": status},
-			"data":         base64.StdEncoding.EncodeToString(build),
-			"messageId":    "4242",
-			"message_id":   "4242",
-			"publishTime":  published.Format(time.RFC3339Nano),
-			"publish_time": published.Format(time.RFC3339Nano),
-		},
-		"subscription": "projects/demo/subscriptions/eventarc-onnewimage",
+	msg := map[string]any{
+		"attributes": map[string]string{"buildId": buildID(build), "status": status},
+		"data":       base64.StdEncoding.EncodeToString(build),
+		"messageId":  "4242",
+		"message_id": "4242",
 	}
+	if !published.IsZero() {
+		msg["publishTime"] = published.Format(time.RFC3339Nano)
+		msg["publish_time"] = published.Format(time.RFC3339Nano)
+	}
+	return map[string]any{"message": msg, "subscription": "projects/demo/subscriptions/eventarc-onnewimage"}
+}
+
+// withTime sets m[key] to t, unless t is zero.
+func withTime(m map[string]any, key string, t time.Time) map[string]any {
+	if !t.IsZero() {
+		m[key] = t.Format(time.RFC3339Nano)
+	}
+	return m
 }
 
 func buildID(build []byte) string {
@@ -211,7 +220,7 @@ func buildID(build []byte) string {
 }
 
 // deliveries builds the HTTP requests each delivery shape makes for one
-// message.
+// message; a zero published time leaves the shape's time out.
 var deliveries = map[string]func(t *testing.T, env map[string]any, published time.Time) *http.Request{
 	"binary CloudEvent": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
 		r := post(t, "application/json", env)
@@ -219,23 +228,25 @@ var deliveries = map[string]func(t *testing.T, env map[string]any, published tim
 		r.Header.Set("ce-source", "//pubsub.googleapis.com/projects/demo/topics/cloud-builds")
 		r.Header.Set("ce-specversion", "1.0")
 		r.Header.Set("ce-type", "google.cloud.pubsub.topic.v1.messagePublished")
-		r.Header.Set("ce-time", published.Format(time.RFC3339Nano))
+		if !published.IsZero() {
+			r.Header.Set("ce-time", published.Format(time.RFC3339Nano))
+		}
 		return r
 	},
 	"structured CloudEvent": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
-		return post(t, "application/cloudevents+json", map[string]any{
+		return post(t, "application/cloudevents+json", withTime(map[string]any{
 			"specversion": "1.0", "id": "4242", "type": "google.cloud.pubsub.topic.v1.messagePublished",
-			"source": "//pubsub.googleapis.com/projects/demo/topics/cloud-builds", "time": published.Format(time.RFC3339Nano),
+			"source":          "//pubsub.googleapis.com/projects/demo/topics/cloud-builds",
 			"datacontenttype": "application/json", "data": env,
-		})
+		}, "time", published))
 	},
 	"1st-gen background event": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
 		msg := env["message"].(map[string]any)
 		return post(t, "application/json", map[string]any{
-			"context": map[string]any{
-				"eventId": "4242", "timestamp": published.Format(time.RFC3339Nano), "eventType": "google.pubsub.topic.publish",
+			"context": withTime(map[string]any{
+				"eventId": "4242", "eventType": "google.pubsub.topic.publish",
 				"resource": map[string]any{"service": "pubsub.googleapis.com", "name": "projects/demo/topics/cloud-builds", "type": "type.googleapis.com/google.pubsub.v1.PubsubMessage"},
-			},
+			}, "timestamp", published),
 			"data": map[string]any{"@type": "type.googleapis.com/google.pubsub.v1.PubsubMessage", "attributes": msg["attributes"], "data": msg["data"]},
 		})
 	},
@@ -411,6 +422,37 @@ func recorded(t *testing.T, file string) *http.Request {
 	}
 	out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	return out
+}
+
+// TestNoPublishTime delivers a SUCCESS build with no time at all through
+// every shape: neither message.publishTime nor the CloudEvent's time. Such an
+// event cannot be bounded by MAX_EVENT_AGE, so it is refused: acknowledged,
+// not retried, one ERROR line. A raw push body never arrives so: the
+// functions framework stamps it with the time of delivery.
+func TestNoPublishTime(t *testing.T) {
+	build := sample(t, knative)
+	refused := map[string]any{"severity": "ERROR", "outcome": "failed", "retry": false,
+		"reason": "event has no publish time: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries"}
+	want := map[string]map[string]any{
+		"binary CloudEvent":        refused,
+		"structured CloudEvent":    refused,
+		"1st-gen background event": refused,
+		"raw push body":            {"severity": "NOTICE", "outcome": "deployed", "retry": nil, "reason": "web rolls from " + sampleRepo + ":previous to " + sampleRepo + ":latest@" + sampleDigest},
+	}
+	for shape, request := range deliveries {
+		t.Run(shape, func(t *testing.T) {
+			tg := newTarget(t)
+			use(t, env(), tg)
+			code, line := send(t, request(t, envelope(build, "SUCCESS", time.Time{}), time.Time{}))
+			if code != http.StatusOK {
+				t.Errorf("HTTP status %d, want 200 (acknowledged)", code)
+			}
+			got := map[string]any{"severity": line["severity"], "outcome": line["outcome"], "retry": line["retry"], "reason": line["reason"]}
+			if diff := cmp.Diff(want[shape], got); diff != "" {
+				t.Errorf("log line (-want +got):\n%s", diff)
+			}
+		})
+	}
 }
 
 func TestWarmInstanceReusesTheConnection(t *testing.T) {

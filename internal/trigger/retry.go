@@ -34,6 +34,7 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrRouterUnknown),
 		errors.Is(err, rollout.ErrProgressDeadline),
 		errors.Is(err, ErrUnorderable),
+		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, emulator.ErrNotLoopback),
 		errors.Is(err, emulator.ErrMalformed):
 		return false
