@@ -40,9 +40,13 @@ import (
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
-// The knative sample's image: the repository the tests deploy.
+// The knative sample's image, as its lower-cased copy names it: the
+// repository the tests deploy. The captured sample itself names the redacted
+// gcr.io/PROJECT_ID/quickstart-image, which no registry could hold.
 const (
-	sampleRepo   = "gcr.io/PROJECT_ID/quickstart-image"
+	sampleRepo   = "gcr.io/project-id/quickstart-image"
+	redactedRepo = "gcr.io/PROJECT_ID/quickstart-image"
+	knative      = "cloudbuild-build-SUCCESS-with-images.knative-gcp.lowercase.json"
 	sampleDigest = "sha256:0c7566925d2cd9997a977887b43a9b751a83e7f14301584779f3986eb62c81c6"
 	clusterName  = "projects/demo/locations/us-central1/clusters/prod"
 )
@@ -185,19 +189,28 @@ func use(t *testing.T, getenv func(string) string, tg *target) {
 	t.Cleanup(func() { handler = prev })
 }
 
-// envelope is the messagePublished data for a build, as delivered.
+// envelope is the messagePublished data for a build, as delivered; without
+// publishTime when published is zero.
 func envelope(build []byte, status string, published time.Time) map[string]any {
-	return map[string]any{
-		"message": map[string]any{
-			"attributes":   map[string]string{"buildId": buildID(build), "status": status},
-			"data":         base64.StdEncoding.EncodeToString(build),
-			"messageId":    "4242",
-			"message_id":   "4242",
-			"publishTime":  published.Format(time.RFC3339Nano),
-			"publish_time": published.Format(time.RFC3339Nano),
-		},
-		"subscription": "projects/demo/subscriptions/eventarc-onnewimage",
+	msg := map[string]any{
+		"attributes": map[string]string{"buildId": buildID(build), "status": status},
+		"data":       base64.StdEncoding.EncodeToString(build),
+		"messageId":  "4242",
+		"message_id": "4242",
 	}
+	if !published.IsZero() {
+		msg["publishTime"] = published.Format(time.RFC3339Nano)
+		msg["publish_time"] = published.Format(time.RFC3339Nano)
+	}
+	return map[string]any{"message": msg, "subscription": "projects/demo/subscriptions/eventarc-onnewimage"}
+}
+
+// withTime sets m[key] to t, unless t is zero.
+func withTime(m map[string]any, key string, t time.Time) map[string]any {
+	if !t.IsZero() {
+		m[key] = t.Format(time.RFC3339Nano)
+	}
+	return m
 }
 
 func buildID(build []byte) string {
@@ -207,7 +220,7 @@ func buildID(build []byte) string {
 }
 
 // deliveries builds the HTTP requests each delivery shape makes for one
-// message.
+// message; a zero published time leaves the shape's time out.
 var deliveries = map[string]func(t *testing.T, env map[string]any, published time.Time) *http.Request{
 	"binary CloudEvent": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
 		r := post(t, "application/json", env)
@@ -215,23 +228,25 @@ var deliveries = map[string]func(t *testing.T, env map[string]any, published tim
 		r.Header.Set("ce-source", "//pubsub.googleapis.com/projects/demo/topics/cloud-builds")
 		r.Header.Set("ce-specversion", "1.0")
 		r.Header.Set("ce-type", "google.cloud.pubsub.topic.v1.messagePublished")
-		r.Header.Set("ce-time", published.Format(time.RFC3339Nano))
+		if !published.IsZero() {
+			r.Header.Set("ce-time", published.Format(time.RFC3339Nano))
+		}
 		return r
 	},
 	"structured CloudEvent": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
-		return post(t, "application/cloudevents+json", map[string]any{
+		return post(t, "application/cloudevents+json", withTime(map[string]any{
 			"specversion": "1.0", "id": "4242", "type": "google.cloud.pubsub.topic.v1.messagePublished",
-			"source": "//pubsub.googleapis.com/projects/demo/topics/cloud-builds", "time": published.Format(time.RFC3339Nano),
+			"source":          "//pubsub.googleapis.com/projects/demo/topics/cloud-builds",
 			"datacontenttype": "application/json", "data": env,
-		})
+		}, "time", published))
 	},
 	"1st-gen background event": func(t *testing.T, env map[string]any, published time.Time) *http.Request {
 		msg := env["message"].(map[string]any)
 		return post(t, "application/json", map[string]any{
-			"context": map[string]any{
-				"eventId": "4242", "timestamp": published.Format(time.RFC3339Nano), "eventType": "google.pubsub.topic.publish",
+			"context": withTime(map[string]any{
+				"eventId": "4242", "eventType": "google.pubsub.topic.publish",
 				"resource": map[string]any{"service": "pubsub.googleapis.com", "name": "projects/demo/topics/cloud-builds", "type": "type.googleapis.com/google.pubsub.v1.PubsubMessage"},
-			},
+			}, "timestamp", published),
 			"data": map[string]any{"@type": "type.googleapis.com/google.pubsub.v1.PubsubMessage", "attributes": msg["attributes"], "data": msg["data"]},
 		})
 	},
@@ -306,7 +321,10 @@ func TestEverySampleThroughEveryDelivery(t *testing.T) {
 		{"cloudbuild-build-SUCCESS-noimages.kazuhito-m.json", "SUCCESS", "INFO", `no pushed image matches "` + sampleRepo + `" (pushed: none)`, "skipped", ""},
 		{"cloudbuild-build-SUCCESS-with-images-and-trigger.vial.jsonc", "SUCCESS", "INFO",
 			`no pushed image matches "` + sampleRepo + `" (pushed: us.gcr.io/django-vaccinateca/vaccinate, us.gcr.io/django-vaccinateca/vaccinate:latest)`, "skipped", ""},
-		{"cloudbuild-build-SUCCESS-with-images.knative-gcp.json", "SUCCESS", "NOTICE",
+		{"cloudbuild-build-SUCCESS-with-images.knative-gcp.json", "SUCCESS", "INFO",
+			`no pushed image matches "` + sampleRepo + `"; ignored ` + redactedRepo + `: upper case in a repository path, which no registry accepts (pushed: ` +
+				redactedRepo + `, ` + redactedRepo + `:latest)`, "skipped", ""},
+		{knative, "SUCCESS", "NOTICE",
 			"web rolls from " + sampleRepo + ":previous to " + deployed, "deployed", deployed},
 	}
 	for _, s := range samples {
@@ -351,46 +369,87 @@ func TestEverySampleThroughEveryDelivery(t *testing.T) {
 // TestRecordedRequests sends the shared sample requests byte for byte: the
 // binary CloudEvent (with both messageId and message_id) and the 1st-gen
 // background event. They were published in 2020, so MAX_EVENT_AGE first
-// drops them, then, raised, lets the build deploy.
+// drops them; raised, it lets the build through: the captured one names the
+// redacted gcr.io/PROJECT_ID, never a pushed repository, and the lower-cased
+// copy (the README's local example) deploys.
 func TestRecordedRequests(t *testing.T) {
-	requests := map[string]func(t *testing.T) *http.Request{
-		"cloudevent-pubsub-binary-request.http": func(t *testing.T) *http.Request {
-			raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", "cloudevent-pubsub-binary-request.http"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			head, body, _ := bytes.Cut(raw, []byte("\n\n"))
-			r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(append(head, "\n\n"...))))
-			if err != nil {
-				t.Fatal(err)
-			}
-			out := post(t, "application/json", nil)
-			out.Header = r.Header
-			out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-			return out
-		},
-		"legacy-gen1-background-event-body.json": func(t *testing.T) *http.Request {
-			raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", "legacy-gen1-background-event-body.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			r := post(t, "application/json", nil)
-			r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(raw)), int64(len(raw))
-			return r
-		},
+	redacted := `no pushed image matches "` + sampleRepo + `"; ignored ` + redactedRepo + `: upper case`
+	requests := []struct {
+		file            string
+		outcome, reason string
+	}{
+		{"cloudevent-pubsub-binary-request.http", "skipped", redacted},
+		{"legacy-gen1-background-event-body.json", "skipped", redacted},
+		{"cloudevent-pubsub-binary-request.lowercase.http", "deployed", "web rolls from "},
 	}
-	for name, request := range requests {
-		t.Run(name, func(t *testing.T) {
+	for _, rq := range requests {
+		t.Run(rq.file, func(t *testing.T) {
 			tg := newTarget(t)
 			use(t, env(), tg)
-			_, line := send(t, request(t))
+			_, line := send(t, recorded(t, rq.file))
 			if line["outcome"] != "skipped" || !strings.HasPrefix(line["reason"].(string), "event published ") {
 				t.Errorf("with MAX_EVENT_AGE=1h: %v %q, want skipped as too old", line["outcome"], line["reason"])
 			}
 			use(t, env("MAX_EVENT_AGE", "87600h"), tg)
-			_, line = send(t, request(t))
-			if line["outcome"] != "deployed" || line["image"] != sampleRepo+":latest@"+sampleDigest || line["buildId"] != "BUILD_ID" {
-				t.Errorf("with MAX_EVENT_AGE=10y: %v", line)
+			_, line = send(t, recorded(t, rq.file))
+			if line["outcome"] != rq.outcome || !strings.HasPrefix(line["reason"].(string), rq.reason) || line["buildId"] != "BUILD_ID" {
+				t.Errorf("with MAX_EVENT_AGE=10y: %v; want %s %q...", line, rq.outcome, rq.reason)
+			}
+			if rq.outcome == "deployed" && line["image"] != sampleRepo+":latest@"+sampleDigest {
+				t.Errorf("deployed %v, want %s", line["image"], sampleRepo+":latest@"+sampleDigest)
+			}
+		})
+	}
+}
+
+// recorded reads a request from testdata/cloudbuild: an HTTP request (.http)
+// or a background event body (.json).
+func recorded(t *testing.T, file string) *http.Request {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join("testdata", "cloudbuild", file))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := post(t, "application/json", nil)
+	body := raw
+	if strings.HasSuffix(file, ".http") {
+		head, rest, _ := bytes.Cut(raw, []byte("\n\n"))
+		r, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(append(head, "\n\n"...))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out.Header, body = r.Header, rest
+	}
+	out.Body, out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+	return out
+}
+
+// TestNoPublishTime delivers a SUCCESS build with no time at all through
+// every shape: neither message.publishTime nor the CloudEvent's time. Such an
+// event cannot be bounded by MAX_EVENT_AGE, so it is refused: acknowledged,
+// not retried, one ERROR line. A raw push body never arrives so: the
+// functions framework stamps it with the time of delivery.
+func TestNoPublishTime(t *testing.T) {
+	build := sample(t, knative)
+	refused := map[string]any{"severity": "ERROR", "outcome": "failed", "retry": false,
+		"reason": "event has no publish time: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries"}
+	want := map[string]map[string]any{
+		"binary CloudEvent":        refused,
+		"structured CloudEvent":    refused,
+		"1st-gen background event": refused,
+		"raw push body":            {"severity": "NOTICE", "outcome": "deployed", "retry": nil, "reason": "web rolls from " + sampleRepo + ":previous to " + sampleRepo + ":latest@" + sampleDigest},
+	}
+	for shape, request := range deliveries {
+		t.Run(shape, func(t *testing.T) {
+			tg := newTarget(t)
+			use(t, env(), tg)
+			code, line := send(t, request(t, envelope(build, "SUCCESS", time.Time{}), time.Time{}))
+			if code != http.StatusOK {
+				t.Errorf("HTTP status %d, want 200 (acknowledged)", code)
+			}
+			got := map[string]any{"severity": line["severity"], "outcome": line["outcome"], "retry": line["retry"], "reason": line["reason"]}
+			if diff := cmp.Diff(want[shape], got); diff != "" {
+				t.Errorf("log line (-want +got):\n%s", diff)
 			}
 		})
 	}
@@ -401,7 +460,7 @@ func TestWarmInstanceReusesTheConnection(t *testing.T) {
 	use(t, env(), tg)
 	before := containerAPI.Calls()
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	for i, want := range []string{"deployed", "skipped", "skipped"} {
 		_, line := send(t, deliveries["binary CloudEvent"](t, envelope(build, "SUCCESS", published), published))
 		if line["outcome"] != want {
@@ -421,7 +480,7 @@ func TestRetryableFailureAsksForRedelivery(t *testing.T) {
 	use(t, env(), tg)
 	containerAPI.SetCluster(clusterName, "", nil) // A cluster still provisioning: no endpoint yet.
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	code, line := send(t, deliveries["raw push body"](t, envelope(build, "SUCCESS", published), published))
 	if code < 500 || line["severity"] != "ERROR" || line["outcome"] != "failed" || line["retry"] != true {
 		t.Errorf("HTTP %d, log %v; want a 5xx so Pub/Sub redelivers, and an ERROR line with retry=true", code, line)
@@ -432,7 +491,7 @@ func TestPermanentFailureIsAcknowledged(t *testing.T) {
 	tg := newTarget(t)
 	use(t, env("CONTAINER", "api"), tg) // No such container in the Deployment.
 	published := time.Now()
-	build := sample(t, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json")
+	build := sample(t, knative)
 	code, line := send(t, deliveries["binary CloudEvent"](t, envelope(build, "SUCCESS", published), published))
 	if code != http.StatusOK || line["severity"] != "ERROR" || line["retry"] != false ||
 		!strings.Contains(line["reason"].(string), `has no container "api" (it has "web")`) {

@@ -1,12 +1,15 @@
 // Command local serves the onNewImage function on this machine, the way the
 // Cloud Functions runtime does: through the functions framework, on PORT
-// (default 8080), on all interfaces unless LOCAL_ONLY=true.
+// (default 8080), on loopback only unless HOST names another address
+// (HOST=0.0.0.0 for every interface): it serves, unauthenticated, with your
+// own credentials. LOCAL_ONLY=true is accepted, as the functions framework's
+// convention.
 //
 // The function reads its configuration from the environment (see the
 // README). With -event FILE, local also delivers one recorded HTTP request
-// (such as testdata/events/success-binary.http) to the function once it is
-// listening, prints the answer, and exits: a one-command way to run the
-// function on a sample event.
+// (such as testdata/cloudbuild/cloudevent-pubsub-binary-request.lowercase.http)
+// to the function once it is listening, prints the answer, and exits: a
+// one-command way to run the function on a sample event.
 package main
 
 import (
@@ -19,6 +22,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/GoogleCloudPlatform/functions-framework-go/funcframework"
@@ -33,15 +37,12 @@ func main() {
 	if os.Getenv("FUNCTION_TARGET") == "" {
 		os.Setenv("FUNCTION_TARGET", "onNewImage")
 	}
-	port := os.Getenv("PORT")
-	if port == "" {
-		port = "8080"
-	}
-	host := ""
-	if os.Getenv("LOCAL_ONLY") == "true" || *event != "" {
-		host = "127.0.0.1"
+	host, port, err := listenAddr(os.Getenv, *event != "")
+	if err != nil {
+		log.Fatal(err)
 	}
 	if *event == "" {
+		log.Printf("serving onNewImage on http://%s:%s/", host, port)
 		if err := funcframework.StartHostPort(host, port); err != nil {
 			log.Fatalf("funcframework.StartHostPort: %v", err)
 		}
@@ -52,7 +53,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	addr := net.JoinHostPort(host, port)
+	addr := host + ":" + port
 	go func() { log.Fatal(funcframework.StartHostPort(host, port)) }()
 	if err := waitListening(addr, 10*time.Second); err != nil {
 		log.Fatal(err)
@@ -105,4 +106,46 @@ func waitListening(addr string, timeout time.Duration) error {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// listenAddr returns the host and port to serve on, the host bracketed when
+// it is an IPv6 address (funcframework.StartHostPort joins them with ':').
+//
+// local serves with the developer's own credentials (KUBECONFIG, ADC) and
+// without authentication, so it listens on loopback unless HOST names another
+// address (HOST=0.0.0.0: every interface). LOCAL_ONLY=true, the functions
+// framework's convention, is accepted and insists on loopback; since loopback
+// is the default, any other LOCAL_ONLY value is an error rather than a way to
+// open the port. With -event, local always listens on loopback.
+func listenAddr(getenv func(string) string, event bool) (host, port string, err error) {
+	port = getenv("PORT")
+	if port == "" {
+		port = "8080"
+	}
+	localOnly := getenv("LOCAL_ONLY")
+	switch localOnly {
+	case "", "true":
+	default:
+		return "", "", fmt.Errorf("LOCAL_ONLY=%q: local listens on loopback unless HOST names another address (HOST=0.0.0.0 for every interface)", localOnly)
+	}
+	host = getenv("HOST")
+	switch {
+	case host == "" || event:
+		host = "127.0.0.1"
+	case localOnly == "true" && !loopback(host):
+		return "", "", fmt.Errorf("HOST=%q is not a loopback address, and LOCAL_ONLY=true: unset one", host)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return host, port, nil
+}
+
+// loopback reports whether host names this machine only.
+func loopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }

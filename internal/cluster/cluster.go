@@ -32,6 +32,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/onnewimage/onnewimage/internal/emulator"
 )
 
 // ClusterManager is the part of the Container API the connector uses.
@@ -52,8 +54,9 @@ const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
 // Options adjust a Connector. The zero value is production: the real
 // Container API, Application Default Credentials, a real clientset.
 type Options struct {
-	// EmulatorHost, when set, is a host:port where the Container API is
-	// reached over plaintext gRPC without credentials.
+	// EmulatorHost, when set, is a loopback host:port where the Container API
+	// is reached over plaintext gRPC without credentials. Any other host is
+	// refused (see emulator.CheckHost).
 	EmulatorHost string
 	// ClusterManager replaces the Container API client.
 	ClusterManager ClusterManager
@@ -235,6 +238,9 @@ func newClusterManager(emulatorHost string) (ClusterManager, error) {
 	ctx := context.Background()
 	var opts []option.ClientOption
 	if emulatorHost != "" {
+		if err := emulator.CheckHost(emulatorHost); err != nil {
+			return nil, fmt.Errorf("container api emulator %q: %w", emulatorHost, err)
+		}
 		opts = append(opts,
 			option.WithEndpoint(emulatorHost),
 			option.WithoutAuthentication(),

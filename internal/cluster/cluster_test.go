@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 )
 
@@ -296,6 +297,27 @@ func TestGKEContainerAPIFailures(t *testing.T) {
 	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
 	if err := getWeb(ctx, t, c); err != nil {
 		t.Errorf("after recovery: %v", err)
+	}
+}
+
+// TestGKERefusesARemoteEmulator checks that the connector never reaches a
+// Container API emulator off this machine, whoever configured it: such a peer
+// would be trusted without authentication to name the endpoint and CA that
+// then receive the function's token.
+func TestGKERefusesARemoteEmulator(t *testing.T) {
+	_, tokens := stubs(t)
+	for _, host := range []string{"203.0.113.10:443", "container.example.com:443", "0.0.0.0:8085", "127.0.0.1"} {
+		t.Run(host, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_, err := NewGKE(clusterName, Options{EmulatorHost: host}).Clientset(ctx)
+			if !errors.Is(err, emulator.ErrNotLoopback) && !errors.Is(err, emulator.ErrMalformed) {
+				t.Errorf("Clientset() error = %v, want the emulator host refused", err)
+			}
+		})
+	}
+	if got := tokens.Issued(); got != 0 {
+		t.Errorf("token service asked %d times, want 0", got)
 	}
 }
 

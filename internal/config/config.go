@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/image"
 )
 
@@ -22,8 +23,9 @@ type Config struct {
 	// Kubeconfig, used only when Cluster is empty, targets the file's current
 	// context (local clusters).
 	Kubeconfig string
-	// ContainerEmulatorHost, when set, is a host:port where the Container API
-	// is reached over plaintext gRPC without credentials (local runs, tests).
+	// ContainerEmulatorHost, when set, is a loopback host:port where the
+	// Container API is reached over plaintext gRPC without credentials (local
+	// runs, tests).
 	ContainerEmulatorHost string
 
 	// Namespace, Deployment and Container name what is updated.
@@ -140,6 +142,18 @@ func Load(getenv func(string) string) (Config, error) {
 		bad("IMAGE: %v", err)
 	} else {
 		c.Image = p
+	}
+
+	// Emulators are reached without credentials and trusted: this machine only.
+	for _, e := range []struct{ name, value string }{
+		{"CONTAINER_EMULATOR_HOST", c.ContainerEmulatorHost},
+	} {
+		if e.value == "" {
+			continue
+		}
+		if err := emulator.CheckHost(e.value); err != nil {
+			bad("%s=%q: %v", e.name, e.value, err)
+		}
 	}
 
 	switch c.Strategy {

@@ -159,3 +159,63 @@ func TestLoadStrategyProblems(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadEmulatorHosts checks that an emulator, reached without credentials
+// and over plaintext, can only be on this machine.
+func TestLoadEmulatorHosts(t *testing.T) {
+	tests := []struct {
+		value string
+		want  string // A problem Load names, or "" when accepted.
+	}{
+		{"", ""},
+		{"127.0.0.1:9999", ""},
+		{"[::1]:9999", ""},
+		{"localhost:9999", ""},
+		{"10.0.0.7:9999", `CONTAINER_EMULATOR_HOST="10.0.0.7:9999": host 10.0.0.7 is not a loopback address`},
+		{"container.googleapis.com:443", `CONTAINER_EMULATOR_HOST="container.googleapis.com:443": host container.googleapis.com is not a loopback address`},
+		{"127.0.0.1", `CONTAINER_EMULATOR_HOST="127.0.0.1": not host:port`},
+		{"garbage", `CONTAINER_EMULATOR_HOST="garbage": not host:port`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			e := valid()
+			e["CONTAINER_EMULATOR_HOST"] = tt.value
+			c, err := Load(env(e))
+			if tt.want == "" {
+				if err != nil || c.ContainerEmulatorHost != tt.value {
+					t.Errorf("Load() = %q, %v; want %q accepted", c.ContainerEmulatorHost, err, tt.value)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load() error = %v, want ErrInvalid naming %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestLoadImageCase checks IMAGE's case: the host is normalised, upper case in
+// the path (which no registry holds) is refused instead of matching nothing.
+func TestLoadImageCase(t *testing.T) {
+	tests := []struct {
+		value, want string // want: the pattern, or a problem Load names.
+	}{
+		{"GCR.IO/demo/web", "gcr.io/demo/web"},
+		{"gcr.io/PROJECT_ID/quickstart-image", `IMAGE: image "gcr.io/PROJECT_ID/quickstart-image": upper case in the repository path "PROJECT_ID/quickstart-image": registries accept lower case only`},
+		{"Web", `IMAGE: image "Web": upper case in the repository path "Web"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.value, func(t *testing.T) {
+			e := valid()
+			e["IMAGE"] = tt.value
+			c, err := Load(env(e))
+			got := c.Image.String()
+			if err != nil {
+				got = err.Error()
+			}
+			if !strings.Contains(got, tt.want) {
+				t.Errorf("Load(IMAGE=%q) = %q, want %q", tt.value, got, tt.want)
+			}
+		})
+	}
+}

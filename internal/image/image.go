@@ -31,9 +31,9 @@ type Reference struct {
 var (
 	digestPattern = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
 	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	// A path component per the distribution spec, but for case: registries
-	// enforce lower case themselves, and names are matched exactly anyway
-	// (captured builds carry redacted names such as PROJECT_ID).
+	// A path component per the distribution spec, but for case: Parse reads
+	// any name (captured builds carry redacted names such as PROJECT_ID);
+	// ParsePattern and Select refuse upper case, which no registry holds.
 	componentPattern = regexp.MustCompile(`^[a-zA-Z0-9]+(?:(?:[._]|__|-+)[a-zA-Z0-9]+)*$`)
 	hostPattern      = regexp.MustCompile(`^[A-Za-z0-9.-]+(?::[0-9]+)?$`)
 )
@@ -90,7 +90,24 @@ func validateRepository(repo string) error {
 // registry host, by the rule Docker uses: it has a '.' or a ':', or is
 // "localhost".
 func looksLikeHost(first string) bool {
-	return strings.ContainsAny(first, ".:") || first == "localhost"
+	return strings.ContainsAny(first, ".:") || strings.EqualFold(first, "localhost")
+}
+
+// errUpperCase is why a repository with upper case in its path is refused.
+var errUpperCase = errors.New("registries accept lower case only")
+
+// canonical returns a valid repository as registries name it: the host in
+// lower case (host names are case-insensitive). A path with upper case is an
+// error wrapping errUpperCase: no registry holds such a repository.
+func canonical(repo string) (string, error) {
+	host, path := "", repo
+	if first, rest, ok := strings.Cut(repo, "/"); ok && looksLikeHost(first) {
+		host, path = strings.ToLower(first)+"/", rest
+	}
+	if path != strings.ToLower(path) {
+		return "", fmt.Errorf("upper case in the repository path %q: %w", path, errUpperCase)
+	}
+	return host + path, nil
 }
 
 // String formats the reference: repository[:tag][@digest].
@@ -114,7 +131,8 @@ type Pattern struct {
 // ParsePattern parses the IMAGE setting. With a '/' it is a full repository,
 // matched exactly; without one it is a bare name matched against a
 // repository's last path segment. A tag or digest in the setting is an error:
-// the build decides the digest.
+// the build decides the digest. The host is lower-cased; upper case in the
+// path is an error, since it could never match a pushed image.
 func ParsePattern(s string) (Pattern, error) {
 	if s == "" {
 		return Pattern{}, errors.New("empty image pattern")
@@ -126,7 +144,11 @@ func ParsePattern(s string) (Pattern, error) {
 	if ref.Tag != "" || ref.Digest != "" {
 		return Pattern{}, fmt.Errorf("image %q: give the repository only, without tag or digest (the build decides the digest)", s)
 	}
-	return Pattern{repository: ref.Repository, bare: !strings.Contains(s, "/")}, nil
+	repo, err := canonical(ref.Repository)
+	if err != nil {
+		return Pattern{}, fmt.Errorf("image %q: %w", s, err)
+	}
+	return Pattern{repository: repo, bare: !strings.Contains(s, "/")}, nil
 }
 
 // String returns the pattern as configured.
@@ -137,8 +159,12 @@ func (p Pattern) String() string { return p.repository }
 func (p Pattern) Bare() bool { return p.bare }
 
 // Match reports whether repository (no tag, no digest) is the one the pattern
-// names.
+// names. The host's case is ignored; a path with upper case never matches.
 func (p Pattern) Match(repository string) bool {
+	repository, err := canonical(repository)
+	if err != nil {
+		return false
+	}
 	if !p.bare {
 		return repository == p.repository
 	}
@@ -154,23 +180,40 @@ var (
 	ErrNoDigest = errors.New("matching image has no digest")
 	// ErrAmbiguous means matching images carry different digests.
 	ErrAmbiguous = errors.New("matching images have different digests")
+	// ErrDigestMismatch means a matching image's name pins one digest and its
+	// digest field says another: neither can be trusted.
+	ErrDigestMismatch = errors.New("pushed name and digest disagree")
 )
 
 // Select returns the reference to deploy among a build's pushed images: the
-// matching repository pinned by its digest, keeping a tag for readability
-// (the first tag other than "latest" in sort order, else "latest"). It fails
-// with ErrNoMatch, ErrNoDigest or ErrAmbiguous; it never returns an image
-// without a digest.
+// matching repository (host in lower case) pinned by its digest, keeping a
+// tag for readability (the first tag other than "latest" in sort order, else
+// "latest"). A pushed name with upper case in its path never matches: no
+// registry holds it. It fails with ErrNoMatch, ErrNoDigest, ErrAmbiguous or
+// ErrDigestMismatch (a name pinning another digest than its digest field);
+// it never returns an image without a digest.
 func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 	var digests []string
 	var tags []string
 	var repo string
+	var upper []string // Repositories never pushed: upper case in the path.
 	matched := 0
 	for _, img := range images {
 		ref, err := Parse(img.GetName())
-		if err != nil || !p.Match(ref.Repository) {
+		if err != nil {
 			continue
 		}
+		canon, err := canonical(ref.Repository)
+		if err != nil {
+			if !slices.Contains(upper, ref.Repository) {
+				upper = append(upper, ref.Repository)
+			}
+			continue
+		}
+		if !p.Match(canon) {
+			continue
+		}
+		ref.Repository = canon
 		if repo != "" && ref.Repository != repo {
 			// A bare pattern can match two repositories: refuse to guess.
 			return Reference{}, fmt.Errorf("%w: %s and %s both match %q", ErrAmbiguous, repo, ref.Repository, p.repository)
@@ -184,6 +227,9 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 		if !digestPattern.MatchString(d) {
 			return Reference{}, fmt.Errorf("%w: %s has malformed digest %q", ErrInvalid, img.GetName(), d)
 		}
+		if ref.Digest != "" && ref.Digest != d {
+			return Reference{}, fmt.Errorf("%w: %s has digest %s; neither is deployed", ErrDigestMismatch, img.GetName(), d)
+		}
 		if !slices.Contains(digests, d) {
 			digests = append(digests, d)
 		}
@@ -192,6 +238,9 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 		}
 	}
 	switch {
+	case matched == 0 && len(upper) > 0:
+		return Reference{}, fmt.Errorf("%w %q; ignored %s: upper case in a repository path, which no registry accepts",
+			ErrNoMatch, p.repository, strings.Join(upper, ", "))
 	case matched == 0:
 		return Reference{}, fmt.Errorf("%w %q", ErrNoMatch, p.repository)
 	case len(digests) == 0:

@@ -112,6 +112,66 @@ func TestParsePatternRejectsTagAndDigest(t *testing.T) {
 	}
 }
 
+// TestParsePatternCase checks IMAGE's case: a host is case-insensitive and
+// normalised to lower case; a repository path is lower case in every
+// registry, so upper case there is refused rather than never matching.
+func TestParsePatternCase(t *testing.T) {
+	tests := []struct {
+		in, want string // want: the pattern, or the error.
+	}{
+		{"GCR.io/p/web", "gcr.io/p/web"},
+		{"US-Docker.Pkg.Dev/p/r/web", "us-docker.pkg.dev/p/r/web"},
+		{"LOCALHOST:5000/web", "localhost:5000/web"},
+		{"Localhost/web", "localhost/web"},
+		{"gcr.io/p/web", "gcr.io/p/web"},
+		{"gcr.io/PROJECT_ID/quickstart-image", `error: image "gcr.io/PROJECT_ID/quickstart-image": upper case in the repository path "PROJECT_ID/quickstart-image": registries accept lower case only`},
+		{"gcr.io/p/Web", `error: image "gcr.io/p/Web": upper case in the repository path "p/Web"`},
+		{"Web", `error: image "Web": upper case in the repository path "Web"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			p, err := ParsePattern(tt.in)
+			got := p.String()
+			if err != nil {
+				got = "error: " + err.Error()
+			}
+			if strings.HasPrefix(tt.want, "error: ") && strings.HasPrefix(got, tt.want) {
+				return
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("ParsePattern(%q) (-want +got):\n%s", tt.in, diff)
+			}
+		})
+	}
+}
+
+// TestSelectSaysWhyUpperCaseNeverMatches checks the reason given when the
+// only candidates have upper case in their path: names no registry holds
+// (such as the redacted PROJECT_ID in captured samples).
+func TestSelectSaysWhyUpperCaseNeverMatches(t *testing.T) {
+	p, err := ParsePattern("quickstart-image")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Select(p, images("gcr.io/PROJECT_ID/quickstart-image", d1, "gcr.io/PROJECT_ID/quickstart-image:latest", d1, "gcr.io/p/other", d1))
+	want := `no pushed image matches "quickstart-image"; ignored gcr.io/PROJECT_ID/quickstart-image: upper case in a repository path, which no registry accepts`
+	if err == nil || err.Error() != want {
+		t.Errorf("Select() error = %v\nwant %s", err, want)
+	}
+}
+
+func TestSelectSaysWhichDigestsDisagree(t *testing.T) {
+	p, err := ParsePattern("gcr.io/p/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = Select(p, images("gcr.io/p/web@"+d2, d1))
+	want := "pushed name and digest disagree: gcr.io/p/web@" + d2 + " has digest " + d1 + "; neither is deployed"
+	if err == nil || err.Error() != want {
+		t.Errorf("Select() error = %v\nwant %s", err, want)
+	}
+}
+
 func images(nameDigest ...string) []*cloudbuildpb.BuiltImage {
 	var out []*cloudbuildpb.BuiltImage
 	for i := 0; i < len(nameDigest); i += 2 {
@@ -142,6 +202,17 @@ func TestSelect(t *testing.T) {
 		{"two digests", "gcr.io/p/web", images("gcr.io/p/web:a", d1, "gcr.io/p/web:b", d2), "", ErrAmbiguous},
 		{"bare name in two repositories", "web", images("gcr.io/p/web", d1, "gcr.io/q/web", d1), "", ErrAmbiguous},
 		{"malformed digest", "gcr.io/p/web", images("gcr.io/p/web", "sha256:xyz"), "", ErrInvalid},
+		{"host case ignored", "gcr.io/p/web", images("GCR.IO/p/web:v1", d1), "gcr.io/p/web:v1@" + d1, nil},
+		{"host case ignored, bare name", "web", images("GCR.IO/p/web:v1", d1), "gcr.io/p/web:v1@" + d1, nil},
+		{"upper case path never matches", "gcr.io/project_id/quickstart-image",
+			images("gcr.io/PROJECT_ID/quickstart-image", d1), "", ErrNoMatch},
+		{"upper case path never matches a bare name", "quickstart-image",
+			images("gcr.io/PROJECT_ID/quickstart-image", d1, "gcr.io/PROJECT_ID/quickstart-image:latest", d1), "", ErrNoMatch},
+		{"upper case last segment", "web", images("gcr.io/p/WEB", d1), "", ErrNoMatch},
+		{"name and digest agree", "gcr.io/p/web", images("gcr.io/p/web:v1@"+d1, d1), "gcr.io/p/web:v1@" + d1, nil},
+		{"name and digest disagree", "gcr.io/p/web", images("gcr.io/p/web@"+d2, d1), "", ErrDigestMismatch},
+		{"name and digest disagree beside a good entry", "gcr.io/p/web",
+			images("gcr.io/p/web:latest", d1, "gcr.io/p/web:v1@"+d2, d1), "", ErrDigestMismatch},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

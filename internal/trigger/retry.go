@@ -11,6 +11,7 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
@@ -19,10 +20,10 @@ import (
 // conflict, a blue-green release not yet available within ROLLOUT_TIMEOUT)
 // or an operator can fix its cause without touching the message
 // (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
-// (undecodable message, invalid configuration, missing Deployment or
-// container, a router pointing at neither colour, a release that exceeded
-// its progress deadline) are not retryable. An error this function does not
-// recognise is retried: MAX_EVENT_AGE bounds how long.
+// (undecodable message, invalid configuration such as a remote emulator host,
+// missing Deployment or container, a router pointing at neither colour, a
+// release that exceeded its progress deadline) are not retryable. An error
+// this function does not recognise is retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
@@ -32,7 +33,10 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrTargetMissing),
 		errors.Is(err, rollout.ErrRouterUnknown),
 		errors.Is(err, rollout.ErrProgressDeadline),
-		errors.Is(err, ErrUnorderable):
+		errors.Is(err, ErrUnorderable),
+		errors.Is(err, ErrNoPublishTime),
+		errors.Is(err, emulator.ErrNotLoopback),
+		errors.Is(err, emulator.ErrMalformed):
 		return false
 	case errors.Is(err, rollout.ErrRolloutTimeout):
 		// The retry finds the release on the idle colour, does not patch it

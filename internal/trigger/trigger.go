@@ -63,6 +63,11 @@ type Report struct {
 // ordered against the deployed build, so it is never deployed.
 var ErrUnorderable = errors.New("build cannot be ordered")
 
+// ErrNoPublishTime is wrapped when an event to deploy carries neither
+// message.publishTime nor a CloudEvent time: MAX_EVENT_AGE could not bound
+// its redeliveries, so it is never deployed.
+var ErrNoPublishTime = errors.New("event has no publish time")
+
 // Handler decides and applies events for one configured target.
 type Handler struct {
 	cfg  config.Config
@@ -146,6 +151,9 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		return skip("%v (pushed: %s)", err, pushed(build))
 	}
 	rep.Image = ref.String()
+	if published.IsZero() {
+		return fail(fmt.Errorf("%w: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", ErrNoPublishTime))
+	}
 	if build.GetCreateTime() == nil {
 		return fail(fmt.Errorf("%w: build %s has no createTime", ErrUnorderable, build.GetId()))
 	}

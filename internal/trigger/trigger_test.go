@@ -29,6 +29,7 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
@@ -111,6 +112,12 @@ func event(t testing.TB, build []byte, attrs map[string]string, published time.T
 	return Event{ID: "ce-1", Time: published, Data: data}
 }
 
+// withEventTime sets the CloudEvent's time of ev, leaving the message alone.
+func withEventTime(ev Event, t time.Time) Event {
+	ev.Time = t
+	return ev
+}
+
 var now = time.Date(2026, 11, 2, 12, 0, 5, 0, time.UTC)
 
 func TestHandle(t *testing.T) {
@@ -143,6 +150,18 @@ func TestHandle(t *testing.T) {
 			rollout.Failed, "build cannot be ordered: build nt has no createTime", false},
 		{"not an envelope", Event{Data: []byte(`{"hello":"world"}`)}, rollout.Failed,
 			`malformed build message: envelope has no "message"`, false},
+		{"no publish time at all", event(t, web1, success, time.Time{}), rollout.Failed,
+			"event has no publish time: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", false},
+		{"no publish time, status in the body only", event(t, web1, nil, time.Time{}), rollout.Failed,
+			"event has no publish time", false},
+		{"no publish time, not a success", event(t, []byte(`{"id":"w","status":"WORKING"}`), nil, time.Time{}),
+			rollout.Skipped, "build status is WORKING, not SUCCESS", false},
+		{"no publish time, another image", event(t, readBuild(t, "lookalike-web-evil-success.json"), success, time.Time{}),
+			rollout.Skipped, `no pushed image matches "` + webRepo + `"`, false},
+		{"CloudEvent time only", withEventTime(event(t, web1, success, time.Time{}), now.Add(-2*time.Hour)), rollout.Skipped,
+			"event published 2h0m0s ago, older than MAX_EVENT_AGE=1h0m0s", false},
+		{"publishTime only", withEventTime(event(t, web1, success, now.Add(-3*time.Hour)), time.Time{}), rollout.Skipped,
+			"event published 3h0m0s ago, older than MAX_EVENT_AGE=1h0m0s", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -173,7 +192,7 @@ func TestHandleReportsTheDeploy(t *testing.T) {
 	}
 	conn := &connector{client: fake.NewClientset(webDeployment())}
 	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
-	rep, err := h.Handle(context.Background(), event(t, raw, nil, time.Time{}))
+	rep, err := h.Handle(context.Background(), event(t, raw, nil, now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -279,6 +298,9 @@ func TestRetryable(t *testing.T) {
 		{"progress deadline exceeded", fmt.Errorf("x: %w", rollout.ErrProgressDeadline), false},
 		{"rollout timeout", fmt.Errorf("x: %w", rollout.ErrRolloutTimeout), true},
 		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
+		{"no publish time", fmt.Errorf("x: %w", ErrNoPublishTime), false},
+		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
+		{"malformed emulator host", fmt.Errorf("x: %w", emulator.ErrMalformed), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},

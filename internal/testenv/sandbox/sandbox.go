@@ -219,7 +219,8 @@ func ClusterName() string {
 }
 
 // FunctionEnv is the environment the function runs with: the configuration
-// a user would give it for this cluster, plus the two emulator settings.
+// a user would give it for this cluster, plus the two emulator settings and
+// cmd/local's loopback address.
 func (s *Sandbox) FunctionEnv(extra map[string]string) []string {
 	env := map[string]string{
 		"PROJECT":                        Project,
@@ -232,7 +233,8 @@ func (s *Sandbox) FunctionEnv(extra map[string]string) []string {
 		"CONTAINER_EMULATOR_HOST":        s.ContainerAPI.Addr,
 		"GOOGLE_APPLICATION_CREDENTIALS": s.keyFile,
 		"PORT":                           s.port,
-		"LOCAL_ONLY":                     "true",
+		"HOST":                           "127.0.0.1", // Whatever HOST or LOCAL_ONLY
+		"LOCAL_ONLY":                     "true",      // the caller has exported.
 	}
 	for k, v := range extra {
 		env[k] = v
