@@ -1,6 +1,7 @@
 package onnewimage
 
 import (
+	"encoding/json"
 	"os"
 	"regexp"
 	"slices"
@@ -10,13 +11,14 @@ import (
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
+
+	"github.com/onnewimage/onnewimage/internal/config"
 )
 
-// TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
-// schema (no unknown field anywhere), that it tests before it deploys, that
-// the deploy is the one the README documents, and that every substitution it
-// uses has a default.
-func TestCloudBuildConfig(t *testing.T) {
+// readCloudBuild decodes cloudbuild.yaml strictly as a Build message: an
+// unknown field anywhere fails.
+func readCloudBuild(t *testing.T) (*cloudbuildpb.Build, []byte) {
+	t.Helper()
 	raw, err := os.ReadFile("cloudbuild.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -26,9 +28,30 @@ func TestCloudBuildConfig(t *testing.T) {
 		t.Fatalf("cloudbuild.yaml is not YAML: %v", err)
 	}
 	var b cloudbuildpb.Build
-	if err := protojson.Unmarshal(js, &b); err != nil { // Strict: unknown fields fail.
+	if err := protojson.Unmarshal(js, &b); err != nil {
 		t.Fatalf("cloudbuild.yaml is not a Build: %v", err)
 	}
+	return &b, raw
+}
+
+// deployStep returns the args of cloudbuild.yaml's deploy step.
+func deployStep(t *testing.T, b *cloudbuildpb.Build) []string {
+	t.Helper()
+	for _, s := range b.GetSteps() {
+		if s.GetId() == "deploy" {
+			return s.GetArgs()
+		}
+	}
+	t.Fatal("cloudbuild.yaml has no deploy step")
+	return nil
+}
+
+// TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
+// schema (no unknown field anywhere), that it tests before it deploys, that
+// the deploy is the one the README documents, and that every substitution it
+// uses has a default.
+func TestCloudBuildConfig(t *testing.T) {
+	b, raw := readCloudBuild(t)
 
 	var ids []string
 	for _, s := range b.GetSteps() {
@@ -37,18 +60,170 @@ func TestCloudBuildConfig(t *testing.T) {
 	if !slices.Equal(ids, []string{"vet", "test", "deploy"}) {
 		t.Errorf("steps %v, want vet, test, deploy in that order", ids)
 	}
-	deploy := strings.Join(b.GetSteps()[len(ids)-1].GetArgs(), " ")
+	deploy := strings.Join(deployStep(t, b), " ")
 	for _, want := range []string{"functions deploy onNewImage", "--gen2", "--runtime=go126", "--trigger-topic=cloud-builds", "--entry-point=onNewImage", "--retry"} {
 		if !strings.Contains(deploy, want) {
 			t.Errorf("deploy step %q lacks %q", deploy, want)
 		}
 	}
+	used := map[string]bool{}
 	for _, m := range regexp.MustCompile(`\$\{(_[A-Z_]+)\}`).FindAllStringSubmatch(string(raw), -1) {
+		used[m[1]] = true
 		if _, ok := b.GetSubstitutions()[m[1]]; !ok {
 			t.Errorf("substitution %s is used but has no default", m[1])
 		}
 	}
+	for name := range b.GetSubstitutions() {
+		if !used[name] {
+			t.Errorf("substitution %s has a default but is not used (MUST_MATCH fails such a build)", name)
+		}
+	}
 	if b.GetOptions().GetSubstitutionOption() != cloudbuildpb.BuildOptions_MUST_MATCH {
 		t.Errorf("substitutionOption = %v, want MUST_MATCH so a typo fails the build", b.GetOptions().GetSubstitutionOption())
+	}
+}
+
+// settingNames returns every variable config.Load reads, recorded through
+// its getenv under a few configurations.
+func settingNames(t *testing.T, envs ...map[string]string) []string {
+	t.Helper()
+	seen := map[string]bool{}
+	for _, e := range append(envs, nil) {
+		config.Load(func(name string) string {
+			seen[name] = true
+			return e[name]
+		})
+	}
+	var names []string
+	for name := range seen {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
+}
+
+// readEnvFile decodes a gcloud --env-vars-file strictly: a YAML map whose
+// values are all strings (gcloud refuses any other value).
+func readEnvFile(t *testing.T, path string) (values map[string]string, commented map[string]bool) {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Converted without a target type, a YAML boolean or number stays one
+	// and fails to decode as a string, as gcloud refuses it.
+	js, err := yaml.YAMLToJSONStrict(raw)
+	if err != nil {
+		t.Fatalf("%s is not YAML: %v", path, err)
+	}
+	if err := json.Unmarshal(js, &values); err != nil {
+		t.Fatalf("%s is not a YAML map of string values: %v", path, err)
+	}
+	commented = map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^#\s*([A-Z][A-Z0-9_]*):`).FindAllStringSubmatch(string(raw), -1) {
+		commented[m[1]] = true
+	}
+	return values, commented
+}
+
+// configurationTable returns the variables the README's configuration table
+// documents: those named in a row's first column.
+func configurationTable(t *testing.T) map[string]bool {
+	t.Helper()
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Configuration\n")
+	if !ok {
+		t.Fatal("README.md has no Configuration section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	names := map[string]bool{}
+	for _, line := range strings.Split(section, "\n") {
+		cells := strings.Split(line, "|")
+		if !strings.HasPrefix(line, "| `") || len(cells) < 3 {
+			continue
+		}
+		for _, m := range regexp.MustCompile("`([A-Z][A-Z0-9_]*)`").FindAllStringSubmatch(cells[1], -1) {
+			names[m[1]] = true
+		}
+	}
+	return names
+}
+
+// reservedKeys are the environment variables Cloud Run functions sets itself
+// and refuses in a function's configuration.
+var reservedKeys = []string{"FUNCTION_TARGET", "FUNCTION_SIGNATURE_TYPE", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "PORT"}
+
+// acceptedKey tells why gcloud or Cloud Run functions would refuse name as
+// an environment variable, or "" when it is accepted.
+func acceptedKey(name string) string {
+	switch {
+	case name == "":
+		return "empty"
+	case strings.Contains(name, "="):
+		return "contains ="
+	case strings.HasPrefix(name, "X_GOOGLE_"):
+		return "X_GOOGLE_ is reserved"
+	case slices.Contains(reservedKeys, name):
+		return "reserved by Cloud Run functions"
+	}
+	return ""
+}
+
+// TestDeployCarriesEverySetting checks that a redeploy carries the whole
+// configuration: cloudbuild.yaml deploys with an env file (which replaces
+// every variable with the file's), never with a partial list of variables,
+// and that file can hold every setting the function reads.
+func TestDeployCarriesEverySetting(t *testing.T) {
+	b, _ := readCloudBuild(t)
+	deploy := deployStep(t, b)
+	for _, arg := range deploy {
+		for _, partial := range []string{"--set-env-vars", "--update-env-vars", "--remove-env-vars", "--clear-env-vars"} {
+			if strings.HasPrefix(arg, partial) {
+				t.Errorf("deploy step has %s: the configuration must come whole from the env file", arg)
+			}
+		}
+	}
+	if !slices.Contains(deploy, "--env-vars-file=${_ENV_FILE}") {
+		t.Fatalf("deploy step %q does not deploy the env file --env-vars-file=${_ENV_FILE}", deploy)
+	}
+	envFile := b.GetSubstitutions()["_ENV_FILE"]
+	if envFile != "env.yaml" {
+		t.Errorf("_ENV_FILE defaults to %q, want env.yaml", envFile)
+	}
+
+	values, commented := readEnvFile(t, envFile)
+	bg := map[string]string{}
+	for k, v := range values {
+		bg[k] = v
+	}
+	bg["STRATEGY"], bg["SERVICE"], bg["INGRESS"] = string(config.BlueGreen), "web", ""
+	names := settingNames(t, values, bg)
+	documented := configurationTable(t)
+	for _, name := range names {
+		if why := acceptedKey(name); why != "" {
+			t.Errorf("config reads %s, which no env file can carry: %s", name, why)
+		}
+		if _, set := values[name]; !set && !commented[name] {
+			t.Errorf("%s: config reads %s, but it is neither set nor commented there", envFile, name)
+		}
+		if !documented[name] {
+			t.Errorf("README.md: config reads %s, but the configuration table does not document it", name)
+		}
+	}
+	size := 0
+	for name, value := range values {
+		size += len(name) + len(value)
+		if !slices.Contains(names, name) {
+			t.Errorf("%s sets %s, which config does not read", envFile, name)
+		}
+	}
+	if size > 32<<10 {
+		t.Errorf("%s holds %d bytes, over the 32 KiB a function's variables may hold", envFile, size)
+	}
+	if _, err := config.Load(func(name string) string { return values[name] }); err != nil {
+		t.Errorf("%s as committed does not load: %v", envFile, err)
 	}
 }
