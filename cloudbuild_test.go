@@ -2,6 +2,8 @@ package onnewimage
 
 import (
 	"encoding/json"
+	"fmt"
+	"maps"
 	"os"
 	"regexp"
 	"slices"
@@ -9,6 +11,7 @@ import (
 	"testing"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"sigs.k8s.io/yaml"
 
@@ -47,9 +50,9 @@ func deployStep(t *testing.T, b *cloudbuildpb.Build) []string {
 }
 
 // TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
-// schema (no unknown field anywhere), that it tests before it deploys, that
-// the deploy is the one the README documents, and that every substitution it
-// uses has a default.
+// schema (no unknown field anywhere), that it tests before it deploys, and
+// that its substitutions are exactly those it uses, each with a default.
+// TestREADMEDeployIsTheCloudBuildDeploy checks the deploy step itself.
 func TestCloudBuildConfig(t *testing.T) {
 	b, raw := readCloudBuild(t)
 
@@ -59,12 +62,6 @@ func TestCloudBuildConfig(t *testing.T) {
 	}
 	if !slices.Equal(ids, []string{"vet", "test", "deploy"}) {
 		t.Errorf("steps %v, want vet, test, deploy in that order", ids)
-	}
-	deploy := strings.Join(deployStep(t, b), " ")
-	for _, want := range []string{"functions deploy onNewImage", "--gen2", "--runtime=go126", "--trigger-topic=cloud-builds", "--entry-point=onNewImage", "--retry"} {
-		if !strings.Contains(deploy, want) {
-			t.Errorf("deploy step %q lacks %q", deploy, want)
-		}
 	}
 	used := map[string]bool{}
 	for _, m := range regexp.MustCompile(`\$\{(_[A-Z_]+)\}`).FindAllStringSubmatch(string(raw), -1) {
@@ -225,5 +222,97 @@ func TestDeployCarriesEverySetting(t *testing.T) {
 	}
 	if _, err := config.Load(func(name string) string { return values[name] }); err != nil {
 		t.Errorf("%s as committed does not load: %v", envFile, err)
+	}
+}
+
+// readmeDeploy returns the arguments of the README's `gcloud functions
+// deploy` command, after "gcloud".
+func readmeDeploy(t *testing.T) []string {
+	t.Helper()
+	raw, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, section, ok := strings.Cut(string(raw), "\n## Deploy\n")
+	if !ok {
+		t.Fatal("README.md has no Deploy section")
+	}
+	section, _, _ = strings.Cut(section, "\n## ")
+	_, block, ok := strings.Cut(section, "```sh\n")
+	block, _, _ = strings.Cut(block, "```")
+	if !ok || !strings.HasPrefix(block, "gcloud functions deploy ") {
+		t.Fatalf("README.md's Deploy section does not open with a sh block of gcloud functions deploy:\n%s", block)
+	}
+	command := strings.ReplaceAll(strings.TrimSpace(block), "\\\n", " ")
+	if strings.ContainsAny(command, "\n'\"$") {
+		t.Fatalf("README.md's deploy is not one plain command:\n%s", command)
+	}
+	return strings.Fields(command)[1:]
+}
+
+// flags maps each --flag of args to its value ("" for a bare flag) and
+// returns the other arguments in order.
+func flags(args []string) (map[string]string, []string) {
+	named := map[string]string{}
+	var positional []string
+	for _, a := range args {
+		if !strings.HasPrefix(a, "--") {
+			positional = append(positional, a)
+			continue
+		}
+		name, value, _ := strings.Cut(a, "=")
+		named[name] = value
+	}
+	return named, positional
+}
+
+// TestREADMEDeployIsTheCloudBuildDeploy checks that the deploy the README
+// documents and the one cloudbuild.yaml runs are the same command: the same
+// flags, and the same values for those that decide how the function runs,
+// including a --timeout that fits the longest per-event budget config allows.
+func TestREADMEDeployIsTheCloudBuildDeploy(t *testing.T) {
+	b, _ := readCloudBuild(t)
+	var resolved []string
+	for _, a := range deployStep(t, b) {
+		for name, value := range b.GetSubstitutions() {
+			a = strings.ReplaceAll(a, "${"+name+"}", value)
+		}
+		resolved = append(resolved, a)
+	}
+	readme, readmeCommand := flags(readmeDeploy(t))
+	build, buildCommand := flags(resolved)
+
+	if diff := cmp.Diff(buildCommand, readmeCommand); diff != "" {
+		t.Errorf("README deploy's command differs from cloudbuild.yaml's (-cloudbuild +README):\n%s", diff)
+	}
+	if diff := cmp.Diff(slices.Sorted(maps.Keys(build)), slices.Sorted(maps.Keys(readme))); diff != "" {
+		t.Errorf("README deploy's flags differ from cloudbuild.yaml's (-cloudbuild +README):\n%s", diff)
+	}
+	essential := map[string]string{
+		"--gen2":          "",
+		"--runtime":       "go126",
+		"--source":        ".",
+		"--entry-point":   "onNewImage",
+		"--trigger-topic": "cloud-builds",
+		"--retry":         "",
+		"--timeout":       fmt.Sprintf("%.0fs", config.MaxBudget.Seconds()),
+		"--env-vars-file": "env.yaml",
+	}
+	for _, got := range []struct {
+		where string
+		flags map[string]string
+	}{{"README.md", readme}, {"cloudbuild.yaml", build}} {
+		picked := map[string]string{}
+		for name := range essential {
+			if value, ok := got.flags[name]; ok {
+				picked[name] = value
+			}
+		}
+		if diff := cmp.Diff(essential, picked); diff != "" {
+			t.Errorf("%s: deploy flags (-want +got):\n%s", got.where, diff)
+		}
+	}
+	if diff := cmp.Diff([]string{"functions", "deploy", "onNewImage"}, readmeCommand); diff != "" {
+		t.Errorf("README deploy command (-want +got):\n%s", diff)
 	}
 }
