@@ -49,8 +49,23 @@ func deployStep(t *testing.T, b *cloudbuildpb.Build) []string {
 	return nil
 }
 
+// resolvedDeploy returns the deploy step's args with every substitution at
+// its default.
+func resolvedDeploy(t *testing.T, b *cloudbuildpb.Build) []string {
+	t.Helper()
+	var resolved []string
+	for _, a := range deployStep(t, b) {
+		for name, value := range b.GetSubstitutions() {
+			a = strings.ReplaceAll(a, "${"+name+"}", value)
+		}
+		resolved = append(resolved, a)
+	}
+	return resolved
+}
+
 // TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
-// schema (no unknown field anywhere), that it tests before it deploys, and
+// schema (no unknown field anywhere), that it tests and builds the upload
+// (TestUploadBuildsAndServes) before it deploys, and
 // that its substitutions are exactly those it uses, each with a default.
 // TestREADMEDeployIsTheCloudBuildDeploy checks the deploy step itself.
 func TestCloudBuildConfig(t *testing.T) {
@@ -59,9 +74,15 @@ func TestCloudBuildConfig(t *testing.T) {
 	var ids []string
 	for _, s := range b.GetSteps() {
 		ids = append(ids, s.GetId())
+		if s.GetId() == "upload" {
+			// -short skips it.
+			if diff := cmp.Diff([]string{"test", "-count=1", "-run=^TestUploadBuildsAndServes$", "."}, s.GetArgs()); diff != "" {
+				t.Errorf("upload step args (-want +got):\n%s", diff)
+			}
+		}
 	}
-	if !slices.Equal(ids, []string{"vet", "test", "deploy"}) {
-		t.Errorf("steps %v, want vet, test, deploy in that order", ids)
+	if diff := cmp.Diff([]string{"vet", "test", "upload", "deploy"}, ids); diff != "" {
+		t.Errorf("steps, in order (-want +got):\n%s", diff)
 	}
 	used := map[string]bool{}
 	for _, m := range regexp.MustCompile(`\$\{(_[A-Z_]+)\}`).FindAllStringSubmatch(string(raw), -1) {
@@ -272,15 +293,8 @@ func flags(args []string) (map[string]string, []string) {
 // including a --timeout that fits the longest per-event budget config allows.
 func TestREADMEDeployIsTheCloudBuildDeploy(t *testing.T) {
 	b, _ := readCloudBuild(t)
-	var resolved []string
-	for _, a := range deployStep(t, b) {
-		for name, value := range b.GetSubstitutions() {
-			a = strings.ReplaceAll(a, "${"+name+"}", value)
-		}
-		resolved = append(resolved, a)
-	}
 	readme, readmeCommand := flags(readmeDeploy(t))
-	build, buildCommand := flags(resolved)
+	build, buildCommand := flags(resolvedDeploy(t, b))
 
 	if diff := cmp.Diff(buildCommand, readmeCommand); diff != "" {
 		t.Errorf("README deploy's command differs from cloudbuild.yaml's (-cloudbuild +README):\n%s", diff)
