@@ -72,6 +72,17 @@ const (
 	DefaultRolloutTimeout = 5 * time.Minute
 )
 
+// The bounds of one event's work.
+const (
+	// RollingBudget bounds the cluster work of one event with the rolling
+	// strategy: connecting, reading and patching one Deployment.
+	RollingBudget = time.Minute
+	// MaxBudget is the longest an event-driven Cloud Function may run (its
+	// --timeout is at most 540s), so the longest Budget may be: past it the
+	// platform ends the invocation before the function can decide anything.
+	MaxBudget = 540 * time.Second
+)
+
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
 // an operator changes it.
 var ErrInvalid = errors.New("invalid configuration")
@@ -224,10 +235,25 @@ func Load(getenv func(string) string) (Config, error) {
 	boolean("DRY_RUN", &c.DryRun)
 	boolean("SCALE_DOWN_OLD", &c.ScaleDownOld)
 
+	if b := c.Budget(); b > MaxBudget {
+		bad("ROLLOUT_TIMEOUT=%q is too long: an event may then take %s (%s to connect and patch, plus ROLLOUT_TIMEOUT), over %.0fs, the longest --timeout of an event-driven function; set at most %s",
+			get("ROLLOUT_TIMEOUT"), b, RollingBudget, MaxBudget.Seconds(), MaxBudget-RollingBudget)
+	}
+
 	if len(problems) > 0 {
 		return c, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
 	}
 	return c, nil
+}
+
+// Budget is how long one event's cluster work may take: RollingBudget, plus
+// RolloutTimeout with blue-green, which waits for the idle colour. Load
+// rejects a configuration whose Budget is over MaxBudget.
+func (c Config) Budget() time.Duration {
+	if c.Strategy == BlueGreen {
+		return RollingBudget + c.RolloutTimeout
+	}
+	return RollingBudget
 }
 
 // ClusterName is the Container API resource name of the GKE cluster:

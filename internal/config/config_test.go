@@ -219,3 +219,66 @@ func TestLoadImageCase(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadRejectsABudgetOverTheFunctionTimeout(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   map[string]string
+		wantErr bool
+	}{
+		{"blue-green at the limit", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "8m"}, false},
+		{"blue-green one second over", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "8m1s"}, true},
+		{"blue-green far over", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "1h"}, true},
+		{"rolling ignores ROLLOUT_TIMEOUT", map[string]string{"ROLLOUT_TIMEOUT": "1h"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			_, err := Load(env(e))
+			if !tt.wantErr {
+				if err != nil {
+					t.Fatalf("Load: %v", err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error = %v, want ErrInvalid", err)
+			}
+			for _, want := range []string{`ROLLOUT_TIMEOUT="` + tt.extra["ROLLOUT_TIMEOUT"] + `"`, "540s"} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q does not mention %q", err, want)
+				}
+			}
+		})
+	}
+}
+
+func TestBudget(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra map[string]string
+		want  time.Duration
+	}{
+		{"rolling", map[string]string{"ROLLOUT_TIMEOUT": "3m"}, RollingBudget},
+		{"blue-green waits ROLLOUT_TIMEOUT more", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, RollingBudget + 3*time.Minute},
+		{"blue-green by default", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}, RollingBudget + DefaultRolloutTimeout},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			c, err := Load(env(e))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := c.Budget(); got != tt.want {
+				t.Errorf("Budget() = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}

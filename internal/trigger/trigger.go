@@ -167,7 +167,7 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	// Bound the cluster work, so that a hung connection fails this delivery
 	// (and Pub/Sub retries it) instead of holding the instance until the
 	// platform's timeout.
-	ctx, cancel := context.WithTimeout(ctx, h.budget())
+	ctx, cancel := context.WithTimeout(ctx, h.cfg.Budget())
 	defer cancel()
 	client, err := h.conn.Clientset(ctx)
 	if err != nil {
@@ -190,19 +190,6 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		rep.Patch = string(res.Patch)
 	}
 	return rep, nil
-}
-
-// RollingBudget bounds the cluster work of one event with the rolling
-// strategy: connecting, reading and patching one Deployment.
-const RollingBudget = time.Minute
-
-// budget is how long one event's cluster work may take: RollingBudget, plus
-// ROLLOUT_TIMEOUT with blue-green, which waits for the idle colour.
-func (h *Handler) budget() time.Duration {
-	if h.cfg.Strategy == config.BlueGreen {
-		return RollingBudget + h.cfg.RolloutTimeout
-	}
-	return RollingBudget
 }
 
 // Rollback switches the configured blue-green target back to the colour

@@ -248,8 +248,8 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 		env  map[string]string
 		want time.Duration
 	}{
-		{nil, RollingBudget},
-		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, RollingBudget + 3*time.Minute},
+		{nil, config.RollingBudget},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, config.RollingBudget + 3*time.Minute},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
