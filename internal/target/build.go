@@ -66,6 +66,9 @@ type Value struct {
 	Text string
 	// Line is the value's line in a targets file; 0 for a variable.
 	Line int
+	// Invalid marks a value given but already reported (of the wrong type):
+	// Build treats it as unset, without reporting it missing.
+	Invalid bool
 }
 
 // Settings are one target's settings as written, before Build checks them.
@@ -130,6 +133,7 @@ func Build(s Settings) (Target, []Problem) {
 		return string(k)
 	}
 	value := func(k Key) string { return s.Values[k].Text }
+	given := func(k Key) bool { return value(k) != "" || s.Values[k].Invalid }
 	line := func(k Key) int {
 		if l := s.Values[k].Line; l > 0 {
 			return l
@@ -177,6 +181,8 @@ func Build(s Settings) (Target, []Problem) {
 		}
 	case c.Kubeconfig != "":
 		// A local cluster: the kubeconfig's current context is the target.
+	case given(KeyCluster):
+		// Reported already.
 	case s.Variables:
 		bad(KeyCluster, false, "is required (or KUBECONFIG, to target a local cluster)")
 	default:
@@ -196,15 +202,19 @@ func Build(s Settings) (Target, []Problem) {
 		{KeyDeployment, validation.IsDNS1123Subdomain},
 		{KeyContainer, validation.IsDNS1123Label},
 	} {
-		if value(f.key) == "" && f.key != KeyNamespace {
+		if !given(f.key) && f.key != KeyNamespace {
 			bad(f.key, false, "is required")
+		} else if value(f.key) == "" && f.key != KeyNamespace {
+			// Reported already.
 		} else if errs := f.validate(t.fieldOf(f.key)); len(errs) > 0 {
 			bad(f.key, true, "%s", strings.Join(errs, "; "))
 		}
 	}
 
-	if raw := value(KeyImage); raw == "" {
+	if raw := value(KeyImage); raw == "" && !given(KeyImage) {
 		bad(KeyImage, false, "is required (the repository to deploy, e.g. us-docker.pkg.dev/PROJECT/REPO/NAME)")
+	} else if raw == "" {
+		// Reported already.
 	} else if p, err := image.ParsePattern(raw); err != nil {
 		bad(KeyImage, false, "%v", err)
 	} else {

@@ -187,18 +187,22 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 			case k == KeyCluster || k == KeyWhen:
 				if v.Kind != yaml.MappingNode {
 					bad(v.Line, k, "want a mapping, got %s", kind(v))
+					s.Values[k] = Value{Line: v.Line, Invalid: true}
 					continue
 				}
 				fields(string(k)+".", v, clusterKeys)
 			case k == KeyScaleDownOld:
 				if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
 					bad(v.Line, k, "%s, want a boolean (true or false)", describe(v))
+					s.Values[k] = Value{Line: v.Line, Invalid: true}
 					continue
 				}
 				s.Values[k] = Value{Text: v.Value, Line: v.Line}
 			default:
 				if d.str(bad, k, v) {
 					s.Values[k] = Value{Text: strings.TrimSpace(v.Value), Line: v.Line}
+				} else {
+					s.Values[k] = Value{Line: v.Line, Invalid: true}
 				}
 			}
 		}
