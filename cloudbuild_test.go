@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/onnewimage/onnewimage/internal/config"
+	tgt "github.com/onnewimage/onnewimage/internal/target"
 )
 
 // readCloudBuild decodes cloudbuild.yaml strictly as a Build message: an
@@ -217,7 +218,7 @@ func TestDeployCarriesEverySetting(t *testing.T) {
 	for k, v := range values {
 		bg[k] = v
 	}
-	bg["STRATEGY"], bg["SERVICE"], bg["INGRESS"] = string(config.BlueGreen), "web", ""
+	bg["STRATEGY"], bg["SERVICE"], bg["INGRESS"] = string(tgt.BlueGreen), "web", ""
 	names := settingNames(t, values, bg)
 	documented := configurationTable(t)
 	for _, name := range names {
@@ -309,7 +310,7 @@ func TestREADMEDeployIsTheCloudBuildDeploy(t *testing.T) {
 		"--entry-point":   "onNewImage",
 		"--trigger-topic": "cloud-builds",
 		"--retry":         "",
-		"--timeout":       fmt.Sprintf("%.0fs", config.MaxBudget.Seconds()),
+		"--timeout":       fmt.Sprintf("%.0fs", tgt.MaxBudget.Seconds()),
 		"--env-vars-file": "env.yaml",
 	}
 	for _, got := range []struct {

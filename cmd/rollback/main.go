@@ -32,7 +32,9 @@ func main() {
 		fail(err)
 	}
 	if *timeout > 0 {
-		cfg.RolloutTimeout = *timeout
+		for i := range cfg.Targets {
+			cfg.Targets[i].RolloutTimeout = *timeout
+		}
 	}
 	cfg.DryRun = cfg.DryRun || *dryRun
 

@@ -31,6 +31,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/target"
 )
 
 const webRepo = "us-docker.pkg.dev/demo-project/apps/web"
@@ -248,8 +249,8 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 		env  map[string]string
 		want time.Duration
 	}{
-		{nil, config.RollingBudget},
-		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, config.RollingBudget + 3*time.Minute},
+		{nil, target.RollingBudget},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget + 3*time.Minute},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
@@ -431,5 +432,57 @@ func TestRollback(t *testing.T) {
 	_, err = New(testConfig(t, nil), Options{Connector: conn}).Rollback(context.Background())
 	if !errors.Is(err, config.ErrInvalid) || conn.calls != 0 {
 		t.Errorf("Rollback(rolling) = %v after %d connections, want ErrInvalid before connecting", err, conn.calls)
+	}
+}
+
+// fileConfig loads a targets file holding targets.
+func fileConfig(t *testing.T, targets string) config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "targets.yaml")
+	if err := os.WriteFile(path, []byte("targets:\n"+targets), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const webTarget = "  - {name: web, image: " + webRepo + ", cluster: {project: demo-project, location: us-central1, name: prod}, deployment: web, container: web}\n"
+
+// TestHandleOneTargetOfAFile checks that a targets file of one target
+// deploys as the single-target variables naming the same target do.
+func TestHandleOneTargetOfAFile(t *testing.T) {
+	var got []Report
+	for _, cfg := range []config.Config{testConfig(t, nil), fileConfig(t, webTarget)} {
+		cs := fake.NewClientset(webDeployment())
+		rep, err := New(cfg, Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }}).
+			Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, rep)
+	}
+	if got[0].Outcome != rollout.Deployed {
+		t.Fatalf("variables: %+v, want deployed", got[0])
+	}
+	if diff := cmp.Diff(got[0], got[1]); diff != "" {
+		t.Errorf("a one-target file's report differs from the variables' (-variables +file):\n%s", diff)
+	}
+}
+
+// TestHandleRefusesSeveralTargets checks that a file of several targets,
+// which this Handler cannot serve yet, fails every event permanently,
+// saying why, and deploys to none of them.
+func TestHandleRefusesSeveralTargets(t *testing.T) {
+	cfg := fileConfig(t, webTarget+strings.Replace(webTarget, "name: web,", "name: web-2,", 1))
+	conn := &connector{client: fake.NewClientset(webDeployment())}
+	rep, err := New(cfg, Options{Connector: conn, Now: func() time.Time { return now }}).
+		Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+	want := "invalid configuration: " + cfg.TargetsFile + " lists 2 targets; this version deploys to exactly one (serving several is not built yet)"
+	if rep.Outcome != rollout.Failed || !errors.Is(err, config.ErrInvalid) || Retryable(err) || err.Error() != want || conn.calls != 0 {
+		t.Errorf("Handle = %s, %v (retryable %v, %d connections); want a permanent failure %q and no connection",
+			rep.Outcome, err, Retryable(err), conn.calls, want)
 	}
 }
