@@ -165,6 +165,9 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		return skip("%v (pushed: %s)", err, pushed(build))
 	}
 	rep.Image = ref.String()
+	if ok, why := h.t.When.Match(build); !ok {
+		return skip("%s", why)
+	}
 	if published.IsZero() {
 		return fail(fmt.Errorf("%w: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", ErrNoPublishTime))
 	}

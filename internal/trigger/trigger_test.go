@@ -486,3 +486,36 @@ func TestHandleRefusesSeveralTargets(t *testing.T) {
 			rep.Outcome, err, Retryable(err), conn.calls, want)
 	}
 }
+
+// TestHandleAppliesTheRules checks that the one target of a file deploys
+// only the builds its when rules select (web-1 is built from branch main),
+// and that a skip names the rule and the build's value.
+func TestHandleAppliesTheRules(t *testing.T) {
+	tests := []struct {
+		when    string
+		outcome rollout.Outcome
+		reason  string
+	}{
+		{"{branch: main}", rollout.Deployed, ""},
+		{"{branch: 'release/.*'}", rollout.Skipped, `when.branch "release/.*" does not match BRANCH_NAME "main"`},
+		{"{tag: 'v.*'}", rollout.Skipped, `when.tag "v.*": the build has no TAG_NAME`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.when, func(t *testing.T) {
+			cfg := fileConfig(t, strings.Replace(webTarget, "}\n", ", when: "+tt.when+"}\n", 1))
+			cs := fake.NewClientset(webDeployment())
+			rep, err := New(cfg, Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }}).
+				Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []any{rep.Outcome, rep.Reason}
+			if tt.outcome == rollout.Deployed {
+				got[1] = ""
+			}
+			if diff := cmp.Diff([]any{tt.outcome, tt.reason}, got); diff != "" {
+				t.Errorf("Handle (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
