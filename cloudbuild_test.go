@@ -65,7 +65,8 @@ func resolvedDeploy(t *testing.T, b *cloudbuildpb.Build) []string {
 }
 
 // TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
-// schema (no unknown field anywhere), that it tests and builds the upload
+// schema (no unknown field anywhere), that it checks the configuration it
+// deploys (onnewimage check), tests, and builds the upload
 // (TestUploadBuildsAndServes) before it deploys, and
 // that its substitutions are exactly those it uses, each with a default.
 // TestREADMEDeployIsTheCloudBuildDeploy checks the deploy step itself.
@@ -75,6 +76,12 @@ func TestCloudBuildConfig(t *testing.T) {
 	var ids []string
 	for _, s := range b.GetSteps() {
 		ids = append(ids, s.GetId())
+		if s.GetId() == "check" {
+			// The configuration deployed, checked before anything else.
+			if diff := cmp.Diff([]string{"run", "./cmd/onnewimage", "check", "-env-file=${_ENV_FILE}"}, s.GetArgs()); diff != "" {
+				t.Errorf("check step args (-want +got):\n%s", diff)
+			}
+		}
 		if s.GetId() == "upload" {
 			// -short skips it.
 			if diff := cmp.Diff([]string{"test", "-count=1", "-run=^TestUploadBuildsAndServes$", "."}, s.GetArgs()); diff != "" {
@@ -82,7 +89,7 @@ func TestCloudBuildConfig(t *testing.T) {
 			}
 		}
 	}
-	if diff := cmp.Diff([]string{"vet", "test", "upload", "deploy"}, ids); diff != "" {
+	if diff := cmp.Diff([]string{"check", "vet", "test", "upload", "deploy"}, ids); diff != "" {
 		t.Errorf("steps, in order (-want +got):\n%s", diff)
 	}
 	used := map[string]bool{}

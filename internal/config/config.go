@@ -59,8 +59,21 @@ var singleTarget = []string{
 // an operator changes it.
 var ErrInvalid = errors.New("invalid configuration")
 
+// Error is Load's error: every problem found. It wraps ErrInvalid.
+type Error struct {
+	// Problems are the problems, one sentence each, in the order found (a
+	// targets file's in the order of the file).
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return ErrInvalid.Error() + ": " + strings.Join(e.Problems, "; ")
+}
+
+func (e *Error) Unwrap() error { return ErrInvalid }
+
 // Load reads the configuration through getenv (os.Getenv in production). Its
-// error wraps ErrInvalid and names every problem found, not just the first.
+// error is an *Error naming every problem found, not just the first.
 // With TARGETS set, it reads that file (see target.Decode).
 func Load(getenv func(string) string) (Config, error) {
 	var problems []string
@@ -134,7 +147,7 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 
 	if len(problems) > 0 {
-		return c, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+		return c, &Error{Problems: problems}
 	}
 	return c, nil
 }

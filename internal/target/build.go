@@ -138,6 +138,9 @@ func Build(s Settings) (Target, []Problem) {
 		if l := s.Values[k].Line; l > 0 {
 			return l
 		}
+		if l := s.Values[KeyCluster].Line; l > 0 && strings.HasPrefix(string(k), string(KeyCluster)+".") {
+			return l // A key missing from the cluster: the cluster's line.
+		}
 		return s.Line
 	}
 	bad := func(k Key, quoted bool, format string, args ...any) {

@@ -190,6 +190,9 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 					s.Values[k] = Value{Line: v.Line, Invalid: true}
 					continue
 				}
+				if k == KeyCluster {
+					s.Values[k] = Value{Line: kn.Line}
+				}
 				fields(string(k)+".", v, clusterKeys)
 			case k == KeyScaleDownOld:
 				if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {

@@ -157,8 +157,12 @@ func TestDecodeBad(t *testing.T) {
 		{"rollout timeout over the budget", "targets:\n  - name: web" + good + "\n    strategy: blue-green\n    service: web\n    rolloutTimeout: 9m\n", []string{
 			`targets.yaml:9: target web: rolloutTimeout: "9m": is too long: an event may then take 10m0s (1m0s to connect and patch, plus rolloutTimeout), over 540s, the longest --timeout of an event-driven function; set at most 8m0s`}},
 		{"GKE cluster incomplete", "targets:\n  - name: web\n    image: web\n    cluster: {name: prod}\n    deployment: web\n    container: web\n", []string{
-			"targets.yaml:2: target web: cluster.project: is required with cluster.name",
-			"targets.yaml:2: target web: cluster.location: is required with cluster.name"}},
+			"targets.yaml:4: target web: cluster.project: is required with cluster.name",
+			"targets.yaml:4: target web: cluster.location: is required with cluster.name"}},
+		{"empty cluster", "targets:\n  - name: web\n    image: web\n    cluster: {}\n    deployment: web\n    container: web\n", []string{
+			"targets.yaml:4: target web: cluster: is required: {project, location, name} of a GKE cluster, or {kubeconfig} of a local one"}},
+		{"no cluster", "targets:\n  - name: web\n    image: web\n    deployment: web\n    container: web\n", []string{
+			"targets.yaml:2: target web: cluster: is required: {project, location, name} of a GKE cluster, or {kubeconfig} of a local one"}},
 		{"GKE cluster and kubeconfig", "targets:\n  - name: web" + good + "\n    cluster: {kubeconfig: k}\n", []string{
 			"targets.yaml:7: target web: cluster: also set at line 4"}},
 		{"cluster name and kubeconfig", "targets:\n  - name: web\n    image: web\n    cluster: {name: prod, project: p, location: l, kubeconfig: k}\n    deployment: web\n    container: web\n", []string{
