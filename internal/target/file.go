@@ -190,10 +190,13 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 					s.Values[k] = Value{Line: v.Line, Invalid: true}
 					continue
 				}
+				allowed := clusterKeys
 				if k == KeyCluster {
 					s.Values[k] = Value{Line: kn.Line}
+				} else {
+					allowed = nil // Rules are checked by ParseRule.
 				}
-				fields(string(k)+".", v, clusterKeys)
+				fields(string(k)+".", v, allowed)
 			case k == KeyScaleDownOld:
 				if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
 					bad(v.Line, k, "%s, want a boolean (true or false)", describe(v))
@@ -250,10 +253,10 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 
 // str reports whether v is a string, naming the problem when it is not.
 func (d *decoder) str(bad func(int, Key, string, ...any), k Key, v *yaml.Node) bool {
-	if v.Kind == yaml.ScalarNode && v.Tag == "!!str" {
+	if v.Kind == yaml.ScalarNode && v.Tag == "!!str" && strings.TrimSpace(v.Value) != "" {
 		return true
 	}
-	if v.Kind == yaml.ScalarNode && v.Tag == "!!null" {
+	if v.Kind == yaml.ScalarNode && (v.Tag == "!!null" || v.Tag == "!!str") {
 		bad(v.Line, k, "is empty: give a value or leave the key out")
 		return false
 	}

@@ -145,6 +145,10 @@ func TestDecodeBad(t *testing.T) {
 			`targets.yaml:8: target web: rolloutTimeout: "5" is a number, want a string (quote it)`,
 			"targets.yaml:9: target web: strategy: is empty: give a value or leave the key out",
 		}},
+		{"empty strings", "targets:\n  - name: ''\n    image: web\n    cluster: {kubeconfig: k}\n    namespace: ' '\n    deployment: web\n    container: web\n    when: {branch: ''}\n", []string{
+			"targets.yaml:2: target #1: name: is empty: give a value or leave the key out",
+			"targets.yaml:5: target #1: namespace: is empty: give a value or leave the key out",
+			"targets.yaml:8: target #1: when.branch: is empty: give a value or leave the key out"}},
 		{"invalid rules", "targets:\n  - name: web" + good + "\n    when: {branch: '(main', ref: main}\n", []string{
 			"targets.yaml:7: target web: when.branch: \"(main\" is not an RE2 regular expression: missing closing ): `(main`",
 			`targets.yaml:7: target web: when.ref: unknown rule "ref" (want branch, tag, trigger or repo)`}},
