@@ -226,3 +226,21 @@ func TestReadFileMissing(t *testing.T) {
 		t.Fatal("testdata/none.yaml exists")
 	}
 }
+
+// FuzzDecode checks that Decode never panics, and returns either targets or
+// problems, never both nor neither.
+func FuzzDecode(f *testing.F) {
+	raw, err := os.ReadFile("testdata/issue.yaml")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(raw)
+	f.Add([]byte("targets:\n  - name: web" + good + "\n    when: {branch: '(main'}\n    cluster: *x\n"))
+	f.Add([]byte("targets: &a [*a]\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		targets, err := Decode("f.yaml", data)
+		if (len(targets) > 0) == (err != nil) {
+			t.Errorf("Decode = %d targets, error %v: want targets or an error", len(targets), err)
+		}
+	})
+}
