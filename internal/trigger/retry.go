@@ -21,7 +21,8 @@ import (
 // (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
 // (undecodable message, invalid configuration, missing Deployment or
 // container, a router pointing at neither colour, a release that exceeded
-// its progress deadline) are not retryable. An error this function does not
+// its progress deadline, an unreadable release record, a build ID that
+// cannot be a label value) are not retryable. An error this function does not
 // recognise is retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -32,6 +33,8 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrTargetMissing),
 		errors.Is(err, rollout.ErrRouterUnknown),
 		errors.Is(err, rollout.ErrProgressDeadline),
+		errors.Is(err, rollout.ErrRecordUnreadable),
+		errors.Is(err, rollout.ErrBuildIDInvalid),
 		errors.Is(err, ErrUnorderable):
 		return false
 	case errors.Is(err, rollout.ErrRolloutTimeout):
