@@ -2,8 +2,10 @@
 // image, pinned by digest.
 //
 // Every write is one precise strategic-merge patch of only what changes (the
-// container's image and the release annotations), sent with a field manager
-// and with the resourceVersion that was read as a precondition. That makes
+// container's image, the release annotations and the high-water-mark
+// labels; Undo's pod template, replaced whole as kubectl does), sent with a
+// field manager and with the resourceVersion that was read as a
+// precondition. That makes
 // each write a compare-and-set: when another writer got there first, the API
 // server answers Conflict, the Deployment is read again and the decision is
 // made again against what is really there. A release never replaces a newer
