@@ -75,7 +75,13 @@ func (e *Error) Unwrap() error { return ErrInvalid }
 // Load reads the configuration through getenv (os.Getenv in production). Its
 // error is an *Error naming every problem found, not just the first.
 // With TARGETS set, it reads that file (see target.Decode).
-func Load(getenv func(string) string) (Config, error) {
+func Load(getenv func(string) string) (Config, error) { return load(getenv, true) }
+
+// LoadTarget is Load for commands that act on the target but deploy no
+// build (rollback): the single-target variables need no IMAGE.
+func LoadTarget(getenv func(string) string) (Config, error) { return load(getenv, false) }
+
+func load(getenv func(string) string, needImage bool) (Config, error) {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
@@ -109,7 +115,7 @@ func Load(getenv func(string) string) (Config, error) {
 		}
 		c.Targets = targets
 	default:
-		t, ok := variables(values, bad)
+		t, ok := variables(values, needImage, bad)
 		if ok {
 			c.Targets = []target.Target{t}
 		}
@@ -154,14 +160,14 @@ func Load(getenv func(string) string) (Config, error) {
 
 // variables builds the one target named "default" from the single-target
 // variables' values.
-func variables(values map[string]string, bad func(string, ...any)) (target.Target, bool) {
+func variables(values map[string]string, needImage bool, bad func(string, ...any)) (target.Target, bool) {
 	location := values["LOCATION"]
 	if zone := values["ZONE"]; location == "" {
 		location = zone
 	} else if zone != "" && zone != location {
 		bad("LOCATION=%q and ZONE=%q disagree: set only one", location, zone)
 	}
-	s := target.Settings{Name: "default", Variables: true, Values: map[target.Key]target.Value{}}
+	s := target.Settings{Name: "default", Variables: true, ImageOptional: !needImage, Values: map[target.Key]target.Value{}}
 	for _, k := range []target.Key{
 		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyKubeconfig, target.KeyNamespace,
 		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,

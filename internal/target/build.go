@@ -84,6 +84,9 @@ type Settings struct {
 	// Variables is true for the single-target variables: problems then name
 	// the variable (NAMESPACE) instead of the key (namespace).
 	Variables bool
+	// ImageOptional accepts a target without an image, for commands that
+	// act on a target but deploy no build (rollback).
+	ImageOptional bool
 }
 
 // Problem is one thing wrong with a target's settings.
@@ -214,7 +217,9 @@ func Build(s Settings) (Target, []Problem) {
 		}
 	}
 
-	if raw := value(KeyImage); raw == "" && !given(KeyImage) {
+	if raw := value(KeyImage); raw == "" && s.ImageOptional {
+		// Not needed.
+	} else if raw == "" && !given(KeyImage) {
 		bad(KeyImage, false, "is required (the repository to deploy, e.g. us-docker.pkg.dev/PROJECT/REPO/NAME)")
 	} else if raw == "" {
 		// Reported already.
