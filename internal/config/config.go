@@ -11,6 +11,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/image"
 )
@@ -23,6 +24,8 @@ type Config struct {
 	// Kubeconfig, used only when Cluster is empty, targets the file's current
 	// context (local clusters).
 	Kubeconfig string
+	// Endpoint is which of the GKE cluster's control-plane endpoints is used.
+	Endpoint cluster.Endpoint
 	// ContainerEmulatorHost, when set, is a loopback host:port where the
 	// Container API is reached over plaintext gRPC without credentials (local
 	// runs, tests).
@@ -130,6 +133,13 @@ func Load(getenv func(string) string) (Config, error) {
 		// A local cluster: the kubeconfig's current context is the target.
 	default:
 		bad("CLUSTER is required (or KUBECONFIG, to target a local cluster)")
+	}
+	if raw := get("ENDPOINT"); raw != "" && c.Cluster == "" {
+		bad("ENDPOINT=%q is used only with CLUSTER (a kubeconfig names its own server)", raw)
+	} else if e, err := cluster.ParseEndpoint(raw); err != nil {
+		bad("ENDPOINT=%v", err)
+	} else {
+		c.Endpoint = e
 	}
 
 	for _, f := range []struct {

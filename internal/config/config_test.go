@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/onnewimage/onnewimage/internal/cluster"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -278,6 +280,49 @@ func TestBudget(t *testing.T) {
 			}
 			if got := c.Budget(); got != tt.want {
 				t.Errorf("Budget() = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestLoadEndpoint(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   map[string]string
+		drop    string
+		want    cluster.Endpoint
+		problem string // "" for a valid configuration
+	}{
+		{name: "public by default", want: cluster.Public},
+		{name: "public", extra: map[string]string{"ENDPOINT": "public"}, want: cluster.Public},
+		{name: "private", extra: map[string]string{"ENDPOINT": "private"}, want: cluster.Private},
+		{name: "dns", extra: map[string]string{"ENDPOINT": " dns "}, want: cluster.DNS},
+		{name: "unknown", extra: map[string]string{"ENDPOINT": "internal"},
+			problem: `ENDPOINT="internal" is not public, private or dns`},
+		{name: "upper case", extra: map[string]string{"ENDPOINT": "DNS"},
+			problem: `ENDPOINT="DNS" is not public, private or dns`},
+		{name: "with a kubeconfig", extra: map[string]string{"ENDPOINT": "private", "KUBECONFIG": "/tmp/kubeconfig"}, drop: "CLUSTER",
+			problem: `ENDPOINT="private" is used only with CLUSTER (a kubeconfig names its own server)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			delete(e, tt.drop)
+			c, err := Load(env(e))
+			if tt.problem == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if c.Endpoint != tt.want {
+					t.Errorf("Endpoint = %q, want %q", c.Endpoint, tt.want)
+				}
+				return
+			}
+			if want := ErrInvalid.Error() + ": " + tt.problem; err == nil || err.Error() != want {
+				t.Errorf("error = %v, want %q", err, want)
 			}
 		})
 	}

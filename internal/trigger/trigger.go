@@ -95,7 +95,7 @@ func New(cfg config.Config, opts Options) *Handler {
 			copts.EmulatorHost = cfg.ContainerEmulatorHost
 		}
 		if cfg.Cluster != "" {
-			h.conn = cluster.NewGKE(cfg.ClusterName(), copts)
+			h.conn = cluster.NewGKE(cfg.ClusterName(), cfg.Endpoint, copts)
 		} else {
 			h.conn = cluster.NewKubeconfig(cfg.Kubeconfig, copts)
 		}

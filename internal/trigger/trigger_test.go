@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -301,6 +302,7 @@ func TestRetryable(t *testing.T) {
 		{"no publish time", fmt.Errorf("x: %w", ErrNoPublishTime), false},
 		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
 		{"malformed emulator host", fmt.Errorf("x: %w", emulator.ErrMalformed), false},
+		{"cluster lacks the chosen endpoint", fmt.Errorf("x: %w", cluster.ErrNoEndpoint), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},
