@@ -6,9 +6,10 @@
 // Application Default Credentials. The endpoint is the one chosen (see
 // Endpoint): the public or private IP endpoint, whose TLS is verified
 // against the cluster's own CA, or the DNS-based endpoint, verified against
-// the system roots. TLS is never skipped. The connection is cached for a bounded time and dropped
-// as soon as a call fails below the Kubernetes API (TLS, connection refused,
-// timeouts), so a rotated CA or a moved endpoint is picked up on the retry.
+// the system roots. TLS is never skipped. The connection is cached for a
+// bounded time and dropped as soon as a call fails below the Kubernetes API
+// (TLS, connection refused, timeouts), so a rotated CA or a moved endpoint
+// is picked up on the retry.
 package cluster
 
 import (
@@ -196,9 +197,9 @@ func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	// The DNS-based endpoint presents a publicly trusted certificate: the
-	// system roots verify it (nil CAData), as in the kubeconfig gcloud
-	// writes for it. The IP endpoints present the cluster CA's.
+	// The IP endpoints present a certificate of the cluster CA. The
+	// DNS-based endpoint is verified against the system roots (nil CAData):
+	// the kubeconfig gcloud writes for it carries no CA.
 	ca := g.opts.DNSRootCAs
 	if g.endpoint != DNS {
 		if ca, err = decodeCA(cl.GetMasterAuth().GetClusterCaCertificate()); err != nil {

@@ -22,9 +22,10 @@ import (
 // or an operator can fix its cause without touching the message
 // (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
 // (undecodable message, invalid configuration such as a remote emulator host,
-// a cluster lacking the chosen ENDPOINT, missing Deployment or container, a router pointing at neither colour, a
-// release that exceeded its progress deadline) are not retryable. An error
-// this function does not recognise is retried: MAX_EVENT_AGE bounds how long.
+// a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
+// router pointing at neither colour, a release that exceeded its progress
+// deadline) are not retryable. An error this function does not recognise is
+// retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
