@@ -494,7 +494,7 @@ func TestPermanentFailureIsAcknowledged(t *testing.T) {
 	build := sample(t, knative)
 	code, line := send(t, deliveries["binary CloudEvent"](t, envelope(build, "SUCCESS", published), published))
 	if code != http.StatusOK || line["severity"] != "ERROR" || line["retry"] != false ||
-		!strings.Contains(line["reason"].(string), `has no container "api" (it has "web")`) {
+		!strings.Contains(line["reason"].(string), `has no container "api" (it has containers "web")`) {
 		t.Errorf("HTTP %d, log %v; want 200 and an ERROR line naming the missing container", code, line)
 	}
 }

@@ -1,14 +1,24 @@
-// Command rollback switches a blue-green target's router back to the colour
-// traffic left at the last switch, and prints one line saying what it did.
+// Command rollback takes the target back to the release before the live
+// one, and prints one line saying what it did. The build it takes out is
+// not deployed again when its event is delivered again; a newer build is.
 //
-// It reads the same environment as the function (STRATEGY=blue-green,
-// DEPLOYMENT, CONTAINER, SERVICE or INGRESS, CLUSTER or KUBECONFIG, ...; see
-// the README) and connects to the cluster the same way. If the previous
-// colour was scaled down it is scaled up first; traffic moves only once it is
-// fully rolled out. The switch is a compare-and-set on the router: if the
-// router changed since it was read, nothing is switched and rollback says so.
+// It reads the same environment as the function (STRATEGY, DEPLOYMENT,
+// CONTAINER, SERVICE or INGRESS, CLUSTER or KUBECONFIG, ...; see the README;
+// IMAGE is not needed) and connects to the cluster the same way.
+//
+// With STRATEGY=blue-green it switches the router back to the colour traffic
+// left at the last switch. If that colour was scaled down it is scaled up
+// first; traffic moves only once it is fully rolled out. The switch is a
+// compare-and-set on the router: if the router changed since it was read,
+// nothing is switched and rollback says so.
+//
+// With STRATEGY=rolling it does what `kubectl rollout undo` does: the
+// Deployment gets its previous revision's pod template and release
+// annotations back, in one compare-and-set on its resourceVersion. It lists
+// ReplicaSets, so it runs with an operator's identity, not the function's.
 //
 //	STRATEGY=blue-green SERVICE=web ... go run ./cmd/rollback [-timeout 5m] [-dry-run]
+//	STRATEGY=rolling DEPLOYMENT=web ... go run ./cmd/rollback [-dry-run]
 package main
 
 import (
@@ -23,11 +33,11 @@ import (
 )
 
 func main() {
-	timeout := flag.Duration("timeout", 0, "how long to wait for the previous colour to become available (default ROLLOUT_TIMEOUT)")
+	timeout := flag.Duration("timeout", 0, "blue-green: how long to wait for the previous colour to become available (default ROLLOUT_TIMEOUT)")
 	dryRun := flag.Bool("dry-run", false, "have the API server validate the writes without persisting them")
 	flag.Parse()
 
-	cfg, err := config.Load(os.Getenv)
+	cfg, err := config.LoadTarget(os.Getenv)
 	if err != nil {
 		fail(err)
 	}

@@ -134,7 +134,7 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
 		return err
 	}
-	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web IMAGE=%s go run ./cmd/rollback", kubeconfig, sandbox.Image)
+	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web go run ./cmd/rollback", kubeconfig)
 	if blueGreen {
 		step("rollback: %s", rollback)
 		out, err := sb.Run(ctx, "rollback", map[string]string{"KUBECONFIG": kubeconfig, "CLUSTER": "", "STRATEGY": "blue-green", "SERVICE": "web"})

@@ -92,7 +92,13 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Load reads the configuration through getenv (os.Getenv in production). Its
 // error wraps ErrInvalid and names every problem found, not just the first.
-func Load(getenv func(string) string) (Config, error) {
+func Load(getenv func(string) string) (Config, error) { return load(getenv, true) }
+
+// LoadTarget is Load for commands that act on the target but deploy no
+// build (rollback): IMAGE is not required.
+func LoadTarget(getenv func(string) string) (Config, error) { return load(getenv, false) }
+
+func load(getenv func(string) string, needImage bool) (Config, error) {
 	var problems []string
 	bad := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
@@ -158,7 +164,9 @@ func Load(getenv func(string) string) (Config, error) {
 	}
 
 	if raw := get("IMAGE"); raw == "" {
-		bad("IMAGE is required (the repository to deploy, e.g. us-docker.pkg.dev/PROJECT/REPO/NAME)")
+		if needImage {
+			bad("IMAGE is required (the repository to deploy, e.g. us-docker.pkg.dev/PROJECT/REPO/NAME)")
+		}
 	} else if p, err := image.ParsePattern(raw); err != nil {
 		bad("IMAGE: %v", err)
 	} else {

@@ -327,3 +327,19 @@ func TestLoadEndpoint(t *testing.T) {
 		})
 	}
 }
+
+// Commands that deploy no build (rollback) need no IMAGE; the function does.
+func TestLoadTargetNeedsNoImage(t *testing.T) {
+	e := valid()
+	delete(e, "IMAGE")
+	if _, err := LoadTarget(env(e)); err != nil {
+		t.Errorf("LoadTarget without IMAGE: %v", err)
+	}
+	if _, err := Load(env(e)); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "IMAGE is required") {
+		t.Errorf("Load without IMAGE: %v, want IMAGE is required", err)
+	}
+	e["IMAGE"] = "web:latest"
+	if _, err := LoadTarget(env(e)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("LoadTarget with a bad IMAGE: %v, want ErrInvalid", err)
+	}
+}

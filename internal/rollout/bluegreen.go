@@ -79,9 +79,12 @@ const (
 	// switch: where Rollback goes back to.
 	AnnotationPreviousColour = "onnewimage.dev/previous-colour"
 	// AnnotationDeploying holds the build last deployed to the idle colour
-	// and not (yet) switched to, as "BUILD to COLOUR". Writing it is the
-	// claim that makes concurrent invocations conflict; the switch removes
-	// it, and a release that failed to become available leaves it behind.
+	// and not (yet) switched to, as "BUILD to COLOUR at TIME" (RFC 3339,
+	// when the claim was made; earlier versions wrote no time). Writing
+	// it is the claim that makes concurrent invocations conflict; the switch
+	// removes it, and a release that failed to become available (or an
+	// invocation that died) leaves it behind. A claim older than
+	// BlueGreenOptions.ClaimExpiry has expired: Rollback takes over.
 	AnnotationDeploying = "onnewimage.dev/deploying"
 	// AnnotationClaim, on a colour's Deployment, holds the router's
 	// resourceVersion right after the claim of the release last deployed to
@@ -158,6 +161,10 @@ type BlueGreenOptions struct {
 	// DryRun has the API server validate each write without persisting it;
 	// nothing is waited for.
 	DryRun bool
+	// ClaimExpiry is the age past which a claim (AnnotationDeploying) is
+	// taken as left behind by an invocation that died: the longest one event
+	// may take. Zero: claims never expire.
+	ClaimExpiry time.Duration
 }
 
 // BlueGreen deploys r to the idle colour of t, waits until that colour is
@@ -178,6 +185,9 @@ func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarg
 		res, err = blueGreenOnce(ctx, waitCtx, client, t, r, o)
 		return err
 	})
+	if errors.Is(err, ErrRecordUnreadable) {
+		return failed(res, err)
+	}
 	return res, err
 }
 
@@ -211,11 +221,15 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	// invocation decided before this claim conflicts; the image unless the
 	// idle colour already runs r (no new rollout then); the replica count if
 	// it was scaled down.
+	takeOver := ""
+	if c, ok := s.claim(); ok && c.by != r.BuildID && c.expired(o.ClaimExpiry) {
+		takeOver = "; " + s.takeOver(c, o)
+	}
 	routerVersion := s.router.meta().GetResourceVersion()
 	if !o.DryRun {
 		claim := map[string]any{"metadata": map[string]any{
 			"resourceVersion": routerVersion,
-			"annotations":     map[string]any{AnnotationDeploying: r.BuildID + " to " + string(s.idleColour)},
+			"annotations":     map[string]any{AnnotationDeploying: newClaim(r.BuildID, s.idleColour)},
 		}}
 		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
 			return res, err
@@ -226,9 +240,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	idlePatch := map[string]any{"metadata": map[string]any{"annotations": annotations}}
 	spec := map[string]any{}
 	if deploy {
-		spec["template"] = map[string]any{"spec": map[string]any{
-			"containers": []any{map[string]any{"name": t.Container, "image": r.Image.String()}},
-		}}
+		spec["template"] = map[string]any{"spec": containerPatch(s.idleList, t.Container, r.Image.String())}
 	}
 	if replicas(s.idle) == 0 {
 		spec["replicas"] = s.wantReplicas()
@@ -264,7 +276,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
 	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s became available (%s)",
 		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle))
-	res.Reason += s.scaleDown(ctx, client, o)
+	res.Reason += takeOver + s.scaleDown(ctx, client, o)
 	return res, nil
 }
 
@@ -282,22 +294,31 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, o BlueGreenOptions) (Result, error) {
 	s, err := readBlueGreen(ctx, client, t)
 	if err != nil {
+		if errors.Is(err, ErrRecordUnreadable) {
+			return failed(Result{}, err)
+		}
 		return Result{}, err
 	}
 	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
-	live := s.liveRecord()
-	back := recordOf(s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
-	rolledBack := recordOf(s.router.meta().GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime)
+	live, back, rolledBack := s.liveRec, s.idleRec, s.rolledBack
 	if back.ok && live.ok && back.id != rolledBack.id && back.release().newerThan(live.id, live.at) {
 		return failed(res, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
 			ErrNoPrevious, s.idle.Name, back.id, live.id))
 	}
 	// A release that claimed the idle colour may not have patched it yet;
-	// this switch would not stop that patch.
-	if claim := s.router.meta().GetAnnotations()[AnnotationDeploying]; strings.HasSuffix(claim, " to "+string(s.idleColour)) &&
-		!strings.HasPrefix(claim, rollbackClaim) && !strings.HasPrefix(claim, back.id+" ") {
-		return failed(res, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again, or remove the annotation if that deploy is gone",
-			ErrNoPrevious, s.router, AnnotationDeploying, claim, s.idle.Name))
+	// this switch would not stop that patch. A claim older than the longest
+	// an event may take was left by an invocation that died.
+	takeOver := ""
+	if c, ok := s.claim(); ok && c.to == s.idleColour && c.by != rollbackClaim && c.by != back.id {
+		if !c.expired(o.ClaimExpiry) {
+			expires := ""
+			if !c.at.IsZero() && o.ClaimExpiry > 0 {
+				expires = fmt.Sprintf(" (it expires at %s)", c.at.Add(o.ClaimExpiry).UTC().Format(time.RFC3339))
+			}
+			return failed(res, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again%s, or remove the annotation if that deploy is gone",
+				ErrNoPrevious, s.router, AnnotationDeploying, c.raw, s.idle.Name, expires))
+		}
+		takeOver = "; " + s.takeOver(c, o)
 	}
 
 	var sent [][]byte
@@ -307,7 +328,7 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 		if !o.DryRun {
 			claim := map[string]any{"metadata": map[string]any{
 				"resourceVersion": routerVersion,
-				"annotations":     map[string]any{AnnotationDeploying: rollbackClaim + " to " + string(s.idleColour)},
+				"annotations":     map[string]any{AnnotationDeploying: newClaim(rollbackClaim, s.idleColour)},
 			}}
 			if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
 				return res, rollbackConflict(s, err)
@@ -355,24 +376,62 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 	if back.id != "" {
 		res.Reason += " (build " + back.id + ")"
 	}
-	res.Reason += s.scaleDown(ctx, client, o)
+	res.Reason += takeOver + s.scaleDown(ctx, client, o)
 	return res, nil
 }
 
-// rollbackClaim is the claim Rollback writes, as "rollback to COLOUR".
+// rollbackClaim is who Rollback's claim names, as "rollback to COLOUR at
+// TIME".
 const rollbackClaim = "rollback"
+
+// claim is a claim on the router (AnnotationDeploying) as read.
+type claim struct {
+	// by is the build, or rollbackClaim, that made it.
+	by string
+	to Colour
+	// at is when it was made; zero when the claim does not say (written by
+	// an older version, or unreadable), and then it never expires.
+	at  time.Time
+	raw string
+}
+
+// newClaim is the value of AnnotationDeploying for a claim made now.
+func newClaim(by string, to Colour) string {
+	return by + " to " + string(to) + " at " + time.Now().UTC().Format(time.RFC3339)
+}
+
+// claim reads the router's claim, if any.
+func (s *blueGreenState) claim() (claim, bool) {
+	raw := s.router.meta().GetAnnotations()[AnnotationDeploying]
+	rest, at, timed := strings.Cut(raw, " at ")
+	by, to, ok := strings.Cut(rest, " to ")
+	if !ok {
+		return claim{}, false
+	}
+	c := claim{by: by, to: Colour(to), raw: raw}
+	if timed {
+		c.at, _ = time.Parse(time.RFC3339, at)
+	}
+	return c, true
+}
+
+// expired reports whether c is older than ttl.
+func (c claim) expired(ttl time.Duration) bool {
+	return ttl > 0 && !c.at.IsZero() && time.Since(c.at) > ttl
+}
+
+// takeOver says, for a Result's reason, that an expired claim was taken
+// over.
+func (s *blueGreenState) takeOver(c claim, o BlueGreenOptions) string {
+	return fmt.Sprintf("took over the expired claim %s=%q on %s (older than %s, the longest an event may take: the invocation that made it is gone)",
+		AnnotationDeploying, c.raw, s.router, o.ClaimExpiry)
+}
 
 func rollbackConflict(s *blueGreenState, err error) error {
 	if apierrors.IsConflict(err) {
 		return fmt.Errorf("%s changed since it was read, nothing was switched; run rollback again if still needed: %w", s.router, err)
 	}
 	return err
-}
-
-// failed turns a failed wait into the Result that says so.
-func failed(res Result, err error) (Result, error) {
-	res.Outcome, res.Reason = Failed, err.Error()
-	return res, err
 }
 
 // blueGreenState is a blue-green target as read: the router, and the live
@@ -383,6 +442,15 @@ type blueGreenState struct {
 	liveColour, idleColour       Colour
 	live, idle                   *appsv1.Deployment
 	liveContainer, idleContainer *corev1.Container
+	// idleList is the pod spec field that holds the idle container.
+	idleList string
+	// liveRec, idleRec and rolledBack are the live release, the release
+	// the idle colour records, and the release last rolled back.
+	liveRec, idleRec, rolledBack record
+	// switchedBack, when the router was switched back by hand to the colour
+	// it had left, says so: the build it records as live is then taken as
+	// rolled back.
+	switchedBack string
 }
 
 func readBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (*blueGreenState, error) {
@@ -396,6 +464,7 @@ func readBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreen
 	}
 	s.idleColour = s.liveColour.Other()
 	deployments := client.AppsV1().Deployments(t.Namespace)
+	var list string
 	for _, d := range []struct {
 		colour    Colour
 		into      **appsv1.Deployment
@@ -406,14 +475,54 @@ func readBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreen
 		if err != nil {
 			return nil, fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, name, err)
 		}
-		c := findContainer(dep.Spec.Template.Spec.Containers, t.Container)
-		if c == nil {
-			return nil, fmt.Errorf("%w: deployment %s/%s has no container %q (it has %s)",
-				ErrTargetMissing, t.Namespace, name, t.Container, containerNames(dep.Spec.Template.Spec.Containers))
+		c, l, err := targetContainer(dep, t.Container)
+		if err != nil {
+			return nil, err
 		}
-		*d.into, *d.container = dep, c
+		*d.into, *d.container, list = dep, c, l
 	}
-	return s, nil
+	s.idleList = list
+	return s, s.readRecords()
+}
+
+// readRecords reads the releases the router and the colours record. Any
+// record that cannot be read is an error: deciding without it could
+// regress the target.
+func (s *blueGreenState) readRecords() error {
+	m := s.router.meta()
+	routerObj := fmt.Sprintf("%s %s/%s", s.t.RouterKind, m.GetNamespace(), m.GetName())
+	routerRec, err := annotationRecord(routerObj, m.GetAnnotations(), AnnotationBuildID, AnnotationBuildCreateTime)
+	if err != nil {
+		return err
+	}
+	if s.rolledBack, err = annotationRecord(routerObj, m.GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime); err != nil {
+		return err
+	}
+	liveRec, err := annotationRecord("deployment "+s.live.Namespace+"/"+s.live.Name, s.live.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	if err != nil {
+		return err
+	}
+	if s.idleRec, err = annotationRecord("deployment "+s.idle.Namespace+"/"+s.idle.Name, s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime); err != nil {
+		return err
+	}
+	switch {
+	case !routerRec.ok:
+		// Before the first switch, the live Deployment records the release.
+		s.liveRec = liveRec
+	case routerRec.id != liveRec.id && routerRec.id == s.idleRec.id:
+		// The router records as live the build the colour it does not
+		// select holds: someone switched it back by hand. That build was
+		// rolled back.
+		s.liveRec = liveRec
+		if !s.rolledBack.ok || routerRec.release().newerThan(s.rolledBack.id, s.rolledBack.at) {
+			s.rolledBack = routerRec
+		}
+		s.switchedBack = fmt.Sprintf("%s was switched back by hand: it sends traffic to %s, though it records build %s, which %s holds, as live",
+			s.router, s.live.Name, routerRec.id, s.idle.Name)
+	default:
+		s.liveRec = routerRec
+	}
+	return nil
 }
 
 // judge decides what r means for the target as read. It returns a reason
@@ -423,40 +532,35 @@ func (s *blueGreenState) judge(r Release) (deploy bool, reason string) {
 	if sameDigest(s.liveContainer.Image, r.Image) {
 		return false, fmt.Sprintf("already live: %s (%s) runs %s", s.live.Name, s.liveColour, r.Image.Digest)
 	}
-	if live := s.liveRecord(); live.ok || live.id != "" {
+	if live := s.liveRec; live.ok {
 		if live.id == r.BuildID {
 			return false, fmt.Sprintf("build %s is already live on %s (the image has since been changed by hand to %s)", live.id, s.liveColour, s.liveContainer.Image)
 		}
-		if live.ok && !r.newerThan(live.id, live.at) {
+		if !r.newerThan(live.id, live.at) {
 			return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the live build %s (created %s)",
-				r.BuildID, r.CreateTime.Format(time.RFC3339), live.id, live.at.Format(time.RFC3339))
+				r.BuildID, created(r.CreateTime), live.id, created(live.at))
 		}
 	}
-	rb := recordOf(s.router.meta().GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime)
+	why := ""
+	if s.switchedBack != "" {
+		why = " (" + s.switchedBack + ")"
+	}
+	rb := s.rolledBack
 	if rb.id == r.BuildID {
-		return false, fmt.Sprintf("build %s was rolled back: it is not switched to again", rb.id)
+		return false, fmt.Sprintf("build %s was rolled back: it is not switched to again%s", rb.id, why)
 	}
 	if rb.ok && !r.newerThan(rb.id, rb.at) {
-		return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the rolled-back build %s (created %s)",
-			r.BuildID, r.CreateTime.Format(time.RFC3339), rb.id, rb.at.Format(time.RFC3339))
+		return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the rolled-back build %s (created %s)%s",
+			r.BuildID, created(r.CreateTime), rb.id, created(rb.at), why)
 	}
 	if sameDigest(s.idleContainer.Image, r.Image) {
 		return false, ""
 	}
-	if idle := recordOf(s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime); idle.ok && idle.release().newerThan(r.BuildID, r.CreateTime) {
+	if idle := s.idleRec; idle.ok && idle.release().newerThan(r.BuildID, r.CreateTime) {
 		return false, fmt.Sprintf("superseded: the newer build %s (created %s) is being deployed to %s",
-			idle.id, idle.at.Format(time.RFC3339), s.idle.Name)
+			idle.id, created(idle.at), s.idle.Name)
 	}
 	return true, ""
-}
-
-// liveRecord is the live release as the router records it, or, before the
-// first switch, as the live Deployment does.
-func (s *blueGreenState) liveRecord() record {
-	if rec := recordOf(s.router.meta().GetAnnotations(), AnnotationBuildID, AnnotationBuildCreateTime); rec.id != "" {
-		return rec
-	}
-	return recordOf(s.live.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
 }
 
 // wantReplicas is the replica count a scaled-down colour is given: the live

@@ -343,9 +343,17 @@ func TestBlueGreenIdlePatch(t *testing.T) {
 		}
 		got = append(got, map[string]any{p.GetResource().Resource + "/" + p.GetName(): m})
 	}
+	// The claim says when it was made: now.
+	claimed := got[0]["services/web"].(map[string]any)["metadata"].(map[string]any)["annotations"].(map[string]any)
+	value, _ := claimed[AnnotationDeploying].(string)
+	made, err := time.Parse(time.RFC3339, strings.TrimPrefix(value, "build-2 to green at "))
+	if err != nil || time.Since(made) > time.Minute || time.Since(made) < -time.Second {
+		t.Errorf("claim %q, want build-2 to green at the time it was made (%v)", value, err)
+	}
+	claimed[AnnotationDeploying] = "CLAIM"
 	want := []map[string]any{
 		{"services/web": map[string]any{"metadata": map[string]any{"resourceVersion": "1",
-			"annotations": map[string]any{AnnotationDeploying: "build-2 to green"}}}},
+			"annotations": map[string]any{AnnotationDeploying: "CLAIM"}}}},
 		{"deployments/web-green": map[string]any{
 			"metadata": map[string]any{"resourceVersion": "1", "annotations": map[string]any{
 				AnnotationBuildID:         "build-2",
@@ -900,5 +908,203 @@ func TestRolledOut(t *testing.T) {
 				t.Errorf("progress, rolledOut (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// The idle colour already runs the release's digest under another name (a
+// revert rebuilt into the same digest with a new tag, a retag, a webhook
+// that rewrites registries): that is the release. It is not patched again,
+// the wait accepts it, and traffic switches once.
+func TestBlueGreenIdleRunsTheDigestUnderAnotherName(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	rebuilt := "mirror.example.com/apps/web:revert@" + digest2
+	idle := colour(Green, release0, 3)
+	idle.Spec.Template.Spec.Containers[1].Image = rebuilt
+	cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), idle)
+	controller(t, cs, becomesAvailable)
+	switches := recordSwitches(t, cs)
+
+	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := Result{Outcome: Deployed, Previous: r1.Image.String(),
+		Reason: "switched service web from blue to green after web-green became available (3/3)"}
+	if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
+		t.Errorf("BlueGreen (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff([]string{"web-green 3/3 rolledOut=true"}, switches.get()); diff != "" {
+		t.Errorf("switches (-want +got):\n%s", diff)
+	}
+	// The claim, the idle colour's annotations, the switch: nothing more.
+	if n := len(patches(cs)); n != 3 {
+		t.Errorf("sent %d patches, want 3 (claim, idle annotations, switch)", n)
+	}
+	if got := imageOf(t, cs, "web-green"); got != rebuilt {
+		t.Errorf("web-green runs %s, want it left on %s", got, rebuilt)
+	}
+}
+
+// The router switched back by hand (kubectl patch service ... selector) to
+// the colour it had left: the build it still records as live is taken as
+// rolled back, and is not switched to again; a newer build is.
+func TestBlueGreenRouterSwitchedBackByHand(t *testing.T) {
+	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
+	between := release(9, digest3)
+	between.BuildID, between.CreateTime = "build-1b", r1.CreateTime.Add(time.Minute)
+	// Build 2 went live on green; then the Service was patched back to blue.
+	cs := newClientset(t, svcRouter(Blue, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+	controller(t, cs, becomesAvailable)
+
+	var got []string
+	for _, r := range []Release{r2, between, r3} {
+		res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: time.Minute})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(res.Outcome)+": "+res.Reason)
+	}
+	byHand := " (service web was switched back by hand: it sends traffic to web-blue, though it records build build-2, which web-green holds, as live)"
+	want := []string{
+		"skipped: build build-2 was rolled back: it is not switched to again" + byHand,
+		"skipped: stale: build build-1b (created 2026-11-02T11:01:00Z) is not newer than the rolled-back build build-2 (created 2026-11-02T12:00:00Z)" + byHand,
+		"deployed: switched service web from blue to green after web-green became available (3/3)",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after the router was switched back by hand (-want +got):\n%s", diff)
+	}
+	if route, annotations := routerState(t, cs, ServiceRouter); route != "version=green" || annotations[AnnotationBuildID] != "build-3" {
+		t.Errorf("router %s records %s, want green with build-3", route, annotations[AnnotationBuildID])
+	}
+}
+
+func TestBlueGreenUnreadableRecordFailsClosed(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	badTime := routerAnnotations(r1, Green)
+	badTime[AnnotationBuildCreateTime] = "Mon Nov 2 10:00"
+	noID := routerAnnotations(r1, Green)
+	delete(noID, AnnotationBuildID)
+	badRolledBack := routerAnnotations(r1, Green)
+	badRolledBack[AnnotationRolledBackBuildID] = "build-3"
+	badIdle := colour(Green, release0, 3)
+	badIdle.Annotations[AnnotationBuildCreateTime] = "soon"
+	tests := []struct {
+		name   string
+		router map[string]string
+		idle   *appsv1.Deployment
+		want   string
+	}{
+		{"router createTime not RFC 3339", badTime, colour(Green, release0, 3),
+			`service prod/web has annotation onnewimage.dev/build-create-time="Mon Nov 2 10:00", which is not an RFC 3339 time`},
+		{"router createTime without build ID", noID, colour(Green, release0, 3),
+			`service prod/web has annotation onnewimage.dev/build-create-time="2026-11-02T11:00:00.123456789Z" but no onnewimage.dev/build-id`},
+		{"rolled-back build without createTime", badRolledBack, colour(Green, release0, 3),
+			`service prod/web has annotation onnewimage.dev/rolled-back-build-id="build-3" but no onnewimage.dev/rolled-back-build-create-time`},
+		{"idle colour createTime unreadable", routerAnnotations(r1, Green), badIdle,
+			`deployment prod/web-green has annotation onnewimage.dev/build-create-time="soon", which is not an RFC 3339 time`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newClientset(t, svcRouter(Blue, tt.router), colour(Blue, r1, 3), tt.idle)
+			// A timeout, so that a release deployed by mistake fails rather than waits.
+			o := BlueGreenOptions{Timeout: 300 * time.Millisecond}
+			res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, o)
+			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) || res.Outcome != Failed {
+				t.Errorf("BlueGreen = %s, %v; want failed with ErrRecordUnreadable saying %q", res.Outcome, err, tt.want)
+			}
+			res, err = Rollback(context.Background(), cs, bgTarget(ServiceRouter), o)
+			if !errors.Is(err, ErrRecordUnreadable) || res.Outcome != Failed {
+				t.Errorf("Rollback = %s, %v; want failed with ErrRecordUnreadable", res.Outcome, err)
+			}
+			if n := len(patches(cs)); n != 0 {
+				t.Errorf("sent %d patches, want none", n)
+			}
+		})
+	}
+}
+
+// A claim records when it was made. One older than ClaimExpiry was left by
+// an invocation that died: Rollback takes over, saying so. A fresh one, or
+// one without a time (an older version's), still stops it.
+func TestRollbackClaims(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	now := time.Now()
+	at := func(d time.Duration) string { return now.Add(d).UTC().Format(time.RFC3339) }
+	tests := []struct {
+		name  string
+		claim string
+		want  string // A substring of the reason.
+		err   error
+	}{
+		{"an expired claim is taken over", "build-3 to blue at " + at(-2*time.Hour), `took over the expired claim onnewimage.dev/deploying="build-3 to blue at ` + at(-2*time.Hour) +
+			`" on service web (older than 1h0m0s, the longest an event may take: the invocation that made it is gone)`, nil},
+		{"a fresh claim refuses", "build-3 to blue at " + at(-time.Minute), `a release may be on its way to web-blue; try again (it expires at ` + at(59*time.Minute) + `)`, ErrNoPrevious},
+		{"a claim without a time refuses", "build-3 to blue", `records onnewimage.dev/deploying="build-3 to blue": a release may be on its way to web-blue; try again, or remove the annotation if that deploy is gone`, ErrNoPrevious},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			annotations := routerAnnotations(r2, Blue)
+			annotations[AnnotationDeploying] = tt.claim
+			cs := newClientset(t, svcRouter(Green, annotations), colour(Blue, r1, 3), colour(Green, r2, 3))
+			controller(t, cs, becomesAvailable)
+			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{ClaimExpiry: time.Hour})
+			if !errors.Is(err, tt.err) || !strings.Contains(res.Reason, tt.want) {
+				t.Errorf("Rollback = %s %q, %v; want %v and a reason saying %q", res.Outcome, res.Reason, err, tt.err, tt.want)
+			}
+			route, annotations := routerState(t, cs, ServiceRouter)
+			wantRoute := "version=green"
+			if tt.err == nil {
+				wantRoute = "version=blue"
+				if c := annotations[AnnotationDeploying]; c != "" {
+					t.Errorf("the switch left the claim %q", c)
+				}
+			}
+			if route != wantRoute {
+				t.Errorf("router %s, want %s", route, wantRoute)
+			}
+		})
+	}
+}
+
+// The next release takes over an expired claim too, and says so.
+func TestBlueGreenTakesOverAnExpiredClaim(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	annotations := routerAnnotations(r1, Green)
+	stale := "build-9 to green at " + time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339)
+	annotations[AnnotationDeploying] = stale
+	cs := newClientset(t, svcRouter(Blue, annotations), colour(Blue, r1, 3), colour(Green, release0, 3))
+	controller(t, cs, becomesAvailable)
+	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{ClaimExpiry: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "switched service web from blue to green after web-green became available (3/3); took over the expired claim onnewimage.dev/deploying=\"" + stale +
+		"\" on service web (older than 1h0m0s, the longest an event may take: the invocation that made it is gone)"
+	if diff := cmp.Diff(Result{Outcome: Deployed, Previous: r1.Image.String(), Reason: want}, res, ignorePatch); diff != "" {
+		t.Errorf("BlueGreen (-want +got):\n%s", diff)
+	}
+}
+
+// The container may be an init container (a native sidecar): it is
+// patched there, and the wait reads it there.
+func TestBlueGreenInitContainer(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	always := corev1.ContainerRestartPolicyAlways
+	asSidecar := func(d *appsv1.Deployment) *appsv1.Deployment {
+		web := d.Spec.Template.Spec.Containers[1]
+		web.RestartPolicy = &always
+		d.Spec.Template.Spec.Containers = d.Spec.Template.Spec.Containers[:1]
+		d.Spec.Template.Spec.InitContainers = []corev1.Container{web}
+		return d
+	}
+	cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), asSidecar(colour(Blue, r1, 3)), asSidecar(colour(Green, release0, 3)))
+	controller(t, cs, becomesAvailable)
+	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
+	if err != nil || res.Outcome != Deployed {
+		t.Fatalf("BlueGreen = %+v, %v; want deployed", res, err)
+	}
+	spec := getDeployment(t, cs, "web-green").Spec.Template.Spec
+	if got := []string{spec.InitContainers[0].Image, spec.Containers[0].Image}; cmp.Diff([]string{r2.Image.String(), "gcr.io/p/proxy:1"}, got) != "" {
+		t.Errorf("web-green init container, container: %v; want the release in the init container", got)
 	}
 }

@@ -2,8 +2,10 @@
 // image, pinned by digest.
 //
 // Every write is one precise strategic-merge patch of only what changes (the
-// container's image and the release annotations), sent with a field manager
-// and with the resourceVersion that was read as a precondition. That makes
+// container's image, the release annotations and the high-water-mark
+// labels; Undo's pod template, replaced whole as kubectl does), sent with a
+// field manager and with the resourceVersion that was read as a
+// precondition. That makes
 // each write a compare-and-set: when another writer got there first, the API
 // server answers Conflict, the Deployment is read again and the decision is
 // made again against what is really there. A release never replaces a newer
@@ -15,12 +17,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
@@ -45,6 +49,23 @@ const (
 	AnnotationChangeCause = "kubernetes.io/change-cause"
 )
 
+// Label keys the rolling strategy writes on the Deployment: the high-water
+// mark of the releases deployed to it. `kubectl rollout undo` replaces the
+// pod template and the annotations but not the labels, so the mark outlives
+// a rollback, and a build that was rolled back is never deployed again by a
+// redelivery: only a build newer than the mark is.
+const (
+	// LabelNewestBuild holds the ID of the newest build ever deployed to the
+	// Deployment.
+	LabelNewestBuild = "onnewimage.dev/newest-build"
+	// LabelNewestBuildTime holds that build's createTime, in UTC, as
+	// LabelTimeLayout formats it (a label value cannot hold RFC 3339).
+	LabelNewestBuildTime = "onnewimage.dev/newest-build-time"
+)
+
+// LabelTimeLayout is the time layout of LabelNewestBuildTime.
+const LabelTimeLayout = "20060102T150405.000000000Z"
+
 // FieldManager is the field manager of every write.
 const FieldManager = "onnewimage"
 
@@ -64,6 +85,17 @@ const (
 // ErrTargetMissing is wrapped when the configured container does not exist
 // in the Deployment: only an operator can fix that.
 var ErrTargetMissing = errors.New("deployment target missing")
+
+// ErrRecordUnreadable is wrapped when an annotation or label that records a
+// release (and so orders releases) cannot be read: a build ID without its
+// createTime, or the reverse, or a time that does not parse. Nothing is
+// deployed until an operator corrects it, since deploying could regress the
+// target.
+var ErrRecordUnreadable = errors.New("unreadable release record")
+
+// ErrBuildIDInvalid is wrapped when a build's ID cannot be recorded in a
+// label (Cloud Build IDs are UUIDs, which can).
+var ErrBuildIDInvalid = errors.New("build ID cannot be recorded")
 
 // Target is the container a release is deployed to.
 type Target struct {
@@ -104,6 +136,9 @@ func (r Release) newerThan(id string, at time.Time) bool {
 	return r.BuildID > id
 }
 
+// created formats r's createTime for reasons.
+func created(at time.Time) string { return at.Format(time.RFC3339) }
+
 func short(commit string) string {
 	if len(commit) > 12 {
 		return commit[:12]
@@ -134,8 +169,13 @@ var conflictBackoff = wait.Backoff{Steps: 6, Duration: 20 * time.Millisecond, Fa
 
 // Rolling deploys r to t by patching the Deployment's container image;
 // Kubernetes then performs its rolling update. A Deployment already running
-// r's digest, or recording a newer build, is left alone.
+// r's digest, recording a newer build, or marked (LabelNewestBuild) with a
+// build not older than r, is left alone.
 func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Release, o Options) (Result, error) {
+	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
+		return failed(Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
+			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelNewestBuild))
+	}
 	deployments := client.AppsV1().Deployments(t.Namespace)
 	var res Result
 	err := retry.RetryOnConflict(conflictBackoff, func() error {
@@ -158,49 +198,86 @@ func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Relea
 		}
 		return nil
 	})
+	if errors.Is(err, ErrRecordUnreadable) {
+		return failed(res, err)
+	}
 	return res, err
 }
 
 // plan decides what r means for d. It returns a patch when d must change,
 // or nil with the reason to leave it.
 func plan(d *appsv1.Deployment, container string, r Release) (Result, []byte, error) {
-	c := findContainer(d.Spec.Template.Spec.Containers, container)
-	if c == nil {
-		return Result{}, nil, fmt.Errorf("%w: deployment %s/%s has no container %q (it has %s)",
-			ErrTargetMissing, d.Namespace, d.Name, container, containerNames(d.Spec.Template.Spec.Containers))
+	c, list, err := targetContainer(d, container)
+	if err != nil {
+		return Result{}, nil, err
 	}
 	res := Result{Outcome: Skipped, Previous: c.Image}
-	if reason, ok := superseded(d.Annotations, c.Image, r); !ok {
+	reason, ok, err := superseded(d, c.Image, r)
+	if err != nil || !ok {
 		res.Reason = reason
-		return res, nil, nil
+		return res, nil, err
 	}
 	patch, err := json.Marshal(map[string]any{
 		"metadata": map[string]any{
 			"resourceVersion": d.ResourceVersion,
 			"annotations":     releaseAnnotations(r),
+			"labels":          markLabels(r.BuildID, r.CreateTime),
 		},
-		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
-			"containers": []any{map[string]any{"name": container, "image": r.Image.String()}},
-		}}},
+		"spec": map[string]any{"template": map[string]any{"spec": containerPatch(list, container, r.Image.String())}},
 	})
 	return res, patch, err
 }
 
-// superseded reports whether r should replace what an object records and
-// runs; when not, it says why.
-func superseded(annotations map[string]string, running string, r Release) (string, bool) {
+// superseded reports whether r should replace what d records and runs;
+// when not, it says why.
+func superseded(d *appsv1.Deployment, running string, r Release) (string, bool, error) {
 	if sameDigest(running, r.Image) {
-		return fmt.Sprintf("already running %s", r.Image.Digest), false
+		return fmt.Sprintf("already running %s", r.Image.Digest), false, nil
 	}
-	deployed := recordOf(annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	obj := "deployment " + d.Namespace + "/" + d.Name
+	deployed, err := annotationRecord(obj, d.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	if err != nil {
+		return "", false, err
+	}
+	newest, err := labelRecord(obj, d.Labels)
+	if err != nil {
+		return "", false, err
+	}
 	if deployed.id == r.BuildID {
-		return fmt.Sprintf("build %s was already deployed here (the image has since been changed by hand to %s)", deployed.id, running), false
+		return fmt.Sprintf("build %s was already deployed here (the image has since been changed by hand to %s)", deployed.id, running), false, nil
+	}
+	if newest.ok && !r.newerThan(newest.id, newest.at) {
+		records := "the deployment records no build"
+		if deployed.ok {
+			records = "the deployment records build " + deployed.id
+		}
+		if newest.id == r.BuildID {
+			return fmt.Sprintf("build %s was deployed here and rolled back (%s): only a build newer than it is deployed", r.BuildID, records), false, nil
+		}
+		reason := fmt.Sprintf("stale: build %s (created %s) is not newer than the newest build deployed here, %s (created %s)",
+			r.BuildID, created(r.CreateTime), newest.id, created(newest.at))
+		if !deployed.ok || newest.release().newerThan(deployed.id, deployed.at) {
+			reason += fmt.Sprintf(", which was rolled back (%s)", records)
+		}
+		return reason, false, nil
 	}
 	if deployed.ok && !r.newerThan(deployed.id, deployed.at) {
 		return fmt.Sprintf("stale: build %s (created %s) is not newer than the deployed build %s (created %s)",
-			r.BuildID, r.CreateTime.Format(time.RFC3339), deployed.id, deployed.at.Format(time.RFC3339)), false
+			r.BuildID, created(r.CreateTime), deployed.id, created(deployed.at)), false, nil
 	}
-	return "", true
+	return "", true, nil
+}
+
+// markLabels are the labels that raise d's high-water mark to the build
+// (id, at).
+func markLabels(id string, at time.Time) map[string]any {
+	return map[string]any{LabelNewestBuild: id, LabelNewestBuildTime: at.UTC().Format(LabelTimeLayout)}
+}
+
+// failed turns an error into the Result that says so.
+func failed(res Result, err error) (Result, error) {
+	res.Outcome, res.Reason = Failed, err.Error()
+	return res, err
 }
 
 // sameDigest reports whether the image reference running pins r's digest.
@@ -209,21 +286,57 @@ func sameDigest(running string, r image.Reference) bool {
 	return err == nil && cur.Digest == r.Digest
 }
 
-// record is a release as annotations record it.
+// sameImage reports whether the image references a and b name the same
+// image: the same digest when both pin one (the tag or registry name may
+// differ: a retag, a reproducible rebuild, a webhook that rewrites
+// registries), else the same reference.
+func sameImage(a, b string) bool {
+	ra, errA := image.Parse(a)
+	rb, errB := image.Parse(b)
+	if errA == nil && errB == nil && ra.Digest != "" && rb.Digest != "" {
+		return ra.Digest == rb.Digest
+	}
+	return a == b
+}
+
+// record is a release as an object records it.
 type record struct {
 	id string
 	at time.Time
-	// ok says both the build ID and a valid createTime are recorded.
+	// ok says a release is recorded (the build ID and its createTime).
 	ok bool
 }
 
-func recordOf(annotations map[string]string, idKey, atKey string) record {
-	rec := record{id: annotations[idKey]}
-	at, err := time.Parse(time.RFC3339Nano, annotations[atKey])
-	if rec.id != "" && err == nil {
-		rec.at, rec.ok = at, true
+// annotationRecord reads the release obj's annotations record under idKey
+// and atKey (RFC 3339). Neither key: no release. One without the other, or a
+// time that does not parse, is an error wrapping ErrRecordUnreadable.
+func annotationRecord(obj string, annotations map[string]string, idKey, atKey string) (record, error) {
+	return readRecord(obj, "annotation", annotations, idKey, atKey, time.RFC3339Nano, "an RFC 3339 time")
+}
+
+// labelRecord reads the high-water mark obj's labels record, as
+// annotationRecord reads annotations.
+func labelRecord(obj string, labels map[string]string) (record, error) {
+	return readRecord(obj, "label", labels, LabelNewestBuild, LabelNewestBuildTime, LabelTimeLayout, "a time like "+LabelTimeLayout)
+}
+
+func readRecord(obj, kind string, m map[string]string, idKey, atKey, layout, want string) (record, error) {
+	id, rawAt := m[idKey], m[atKey]
+	if id == "" && rawAt == "" {
+		return record{}, nil
 	}
-	return rec
+	fix := fmt.Sprintf("correct it by hand (or remove %s %s and %s, which drops the check that keeps older builds out)", kind, idKey, atKey)
+	if id == "" {
+		return record{}, fmt.Errorf("%w: %s has %s %s=%q but no %s: %s", ErrRecordUnreadable, obj, kind, atKey, rawAt, idKey, fix)
+	}
+	if rawAt == "" {
+		return record{}, fmt.Errorf("%w: %s has %s %s=%q but no %s: %s", ErrRecordUnreadable, obj, kind, idKey, id, atKey, fix)
+	}
+	at, err := time.Parse(layout, rawAt)
+	if err != nil {
+		return record{}, fmt.Errorf("%w: %s has %s %s=%q, which is not %s: %s", ErrRecordUnreadable, obj, kind, atKey, rawAt, want, fix)
+	}
+	return record{id: id, at: at, ok: true}, nil
 }
 
 func (rec record) release() Release { return Release{BuildID: rec.id, CreateTime: rec.at} }
@@ -257,25 +370,57 @@ func patchOptions(o Options) metav1.PatchOptions {
 	return opts
 }
 
-func findContainer(cs []corev1.Container, name string) *corev1.Container {
-	for i := range cs {
-		if cs[i].Name == name {
-			return &cs[i]
-		}
+// targetContainer finds the container named name in d's pod template, among
+// its containers or its init containers (native sidecars among them), and
+// says which list of the pod spec holds it.
+func targetContainer(d *appsv1.Deployment, name string) (*corev1.Container, string, error) {
+	if c, list := findContainer(&d.Spec.Template.Spec, name); c != nil {
+		return c, list, nil
 	}
-	return nil
+	return nil, "", fmt.Errorf("%w: deployment %s/%s has no container %q (it has %s)",
+		ErrTargetMissing, d.Namespace, d.Name, name, containerNames(&d.Spec.Template.Spec))
 }
 
-func containerNames(cs []corev1.Container) string {
-	if len(cs) == 0 {
+// findContainer finds the container name in spec: in spec.containers, or in
+// spec.initContainers. list is the field that holds it.
+func findContainer(spec *corev1.PodSpec, name string) (c *corev1.Container, list string) {
+	for _, l := range []struct {
+		field string
+		cs    []corev1.Container
+	}{{"containers", spec.Containers}, {"initContainers", spec.InitContainers}} {
+		for i := range l.cs {
+			if l.cs[i].Name == name {
+				return &l.cs[i], l.field
+			}
+		}
+	}
+	return nil, ""
+}
+
+// containerPatch is the pod spec part of a patch that sets the image of
+// the container name, in list.
+func containerPatch(list, name, image string) map[string]any {
+	return map[string]any{list: []any{map[string]any{"name": name, "image": image}}}
+}
+
+// containerNames lists spec's containers and init containers, for errors.
+func containerNames(spec *corev1.PodSpec) string {
+	quoted := func(cs []corev1.Container) string {
+		names := make([]string, len(cs))
+		for i, c := range cs {
+			names[i] = fmt.Sprintf("%q", c.Name)
+		}
+		return strings.Join(names, ", ")
+	}
+	var parts []string
+	if len(spec.Containers) > 0 {
+		parts = append(parts, "containers "+quoted(spec.Containers))
+	}
+	if len(spec.InitContainers) > 0 {
+		parts = append(parts, "init containers "+quoted(spec.InitContainers))
+	}
+	if len(parts) == 0 {
 		return "no containers"
 	}
-	s := ""
-	for i, c := range cs {
-		if i > 0 {
-			s += ", "
-		}
-		s += fmt.Sprintf("%q", c.Name)
-	}
-	return s
+	return strings.Join(parts, " and ")
 }

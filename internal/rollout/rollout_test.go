@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -84,8 +86,8 @@ func TestRollingDeploys(t *testing.T) {
 	}
 
 	ps := patches(cs)
-	if len(ps) != 1 {
-		t.Fatalf("got %d patches, want exactly 1", len(ps))
+	if len(ps) != 1 || len(cs.Actions()) != 2 {
+		t.Fatalf("got %d patches in %d calls, want one GET and one PATCH", len(ps), len(cs.Actions()))
 	}
 	p := ps[0]
 	if p.GetPatchType() != types.StrategicMergePatchType || p.PatchOptions.FieldManager != FieldManager || len(p.PatchOptions.DryRun) != 0 {
@@ -104,6 +106,10 @@ func TestRollingDeploys(t *testing.T) {
 				AnnotationImage:           repo + ":v1@" + digest1,
 				AnnotationCommit:          r.Commit,
 				AnnotationChangeCause:     "onNewImage: build build-1 commit c0ffee1aabbc image " + repo + ":v1@" + digest1,
+			},
+			"labels": map[string]any{
+				LabelNewestBuild:     "build-1",
+				LabelNewestBuildTime: "20261102T110000.123456789Z",
 			},
 		},
 		"spec": map[string]any{"template": map[string]any{"spec": map[string]any{
@@ -294,5 +300,153 @@ func TestRollingGivesUpOnEndlessConflicts(t *testing.T) {
 	}
 	if n := len(patches(cs)); n != conflictBackoff.Steps {
 		t.Errorf("tried %d times, want %d", n, conflictBackoff.Steps)
+	}
+}
+
+// undoByHand does to the Deployment what `kubectl rollout undo` does: the
+// pod template and the annotations become those of the revision that
+// recorded `to`; labels are left alone.
+func undoByHand(t *testing.T, cs *fake.Clientset, to Release) {
+	t.Helper()
+	obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := obj.(*appsv1.Deployment)
+	d.Annotations = recorded(to)
+	d.Spec.Template.Spec.Containers[1].Image = to.Image.String()
+	if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A rollback (kubectl rollout undo) sticks: the build it took out, and any
+// build not newer than it, is skipped when delivered again; a newer build
+// is deployed.
+func TestRollingRollbackSticks(t *testing.T) {
+	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
+	between := release(9, digest3)
+	between.BuildID, between.CreateTime = "build-1b", r1.CreateTime.Add(time.Minute)
+	cs := newClientset(t, deployment("web", repo+":initial", nil))
+	for _, r := range []Release{r1, r2} {
+		if res, err := Rolling(context.Background(), cs, target, r, Options{}); err != nil || res.Outcome != Deployed {
+			t.Fatalf("Rolling(%s) = %+v, %v", r.BuildID, res, err)
+		}
+	}
+	undoByHand(t, cs, r1)
+
+	var got []string
+	for _, r := range []Release{r2, between, r3} {
+		res, err := Rolling(context.Background(), cs, target, r, Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, string(res.Outcome)+": "+res.Reason)
+	}
+	want := []string{
+		"skipped: build build-2 was deployed here and rolled back (the deployment records build build-1): only a build newer than it is deployed",
+		"skipped: stale: build build-1b (created 2026-11-02T11:01:00Z) is not newer than the newest build deployed here, build-2 (created 2026-11-02T12:00:00Z), which was rolled back (the deployment records build build-1)",
+		"deployed: web rolls from " + r1.Image.String() + " to " + r3.Image.String(),
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("after kubectl rollout undo (-want +got):\n%s", diff)
+	}
+	d := getDeployment(t, cs, "web")
+	wantLabels := map[string]string{LabelNewestBuild: "build-3", LabelNewestBuildTime: "20261102T130000.123456789Z"}
+	if diff := cmp.Diff(wantLabels, d.Labels); diff != "" {
+		t.Errorf("labels (-want +got):\n%s", diff)
+	}
+}
+
+func TestRollingRefusesABuildIDThatIsNoLabelValue(t *testing.T) {
+	r := release(2, digest2)
+	r.BuildID = "build/2"
+	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+	res, err := Rolling(context.Background(), cs, target, r, Options{})
+	if !errors.Is(err, ErrBuildIDInvalid) || res.Outcome != Failed {
+		t.Errorf("Rolling(build ID %q) = %+v, %v; want failed with ErrBuildIDInvalid", r.BuildID, res, err)
+	}
+	if n := len(cs.Actions()); n != 0 {
+		t.Errorf("made %d calls, want none", n)
+	}
+}
+
+// A record that cannot be read is not taken as "no record": nothing is
+// deployed, and the error names the object, the key and what to do.
+func TestRollingUnreadableRecordFailsClosed(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	with := func(edit func(d *appsv1.Deployment)) *appsv1.Deployment {
+		d := deployment("web", r1.Image.String(), recorded(r1))
+		d.Labels = map[string]string{LabelNewestBuild: "build-1", LabelNewestBuildTime: "20261102T110000.123456789Z"}
+		edit(d)
+		return d
+	}
+	tests := []struct {
+		name   string
+		deploy *appsv1.Deployment
+		want   string
+	}{
+		{"createTime not RFC 3339", with(func(d *appsv1.Deployment) { d.Annotations[AnnotationBuildCreateTime] = "yesterday" }),
+			`deployment prod/web has annotation onnewimage.dev/build-create-time="yesterday", which is not an RFC 3339 time: correct it by hand`},
+		{"createTime without build ID", with(func(d *appsv1.Deployment) { delete(d.Annotations, AnnotationBuildID) }),
+			`deployment prod/web has annotation onnewimage.dev/build-create-time="2026-11-02T11:00:00.123456789Z" but no onnewimage.dev/build-id`},
+		{"build ID without createTime", with(func(d *appsv1.Deployment) { delete(d.Annotations, AnnotationBuildCreateTime) }),
+			`deployment prod/web has annotation onnewimage.dev/build-id="build-1" but no onnewimage.dev/build-create-time`},
+		{"mark time unreadable", with(func(d *appsv1.Deployment) { d.Labels[LabelNewestBuildTime] = "2026-11-02" }),
+			`deployment prod/web has label onnewimage.dev/newest-build-time="2026-11-02", which is not a time like 20060102T150405.000000000Z`},
+		{"mark time without build", with(func(d *appsv1.Deployment) { delete(d.Labels, LabelNewestBuild) }),
+			`deployment prod/web has label onnewimage.dev/newest-build-time="20261102T110000.123456789Z" but no onnewimage.dev/newest-build`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newClientset(t, tt.deploy)
+			res, err := Rolling(context.Background(), cs, target, r2, Options{})
+			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("error = %v, want ErrRecordUnreadable saying %q", err, tt.want)
+			}
+			if res.Outcome != Failed {
+				t.Errorf("outcome %s, want failed", res.Outcome)
+			}
+			if n := len(patches(cs)); n != 0 {
+				t.Errorf("sent %d patches, want none", n)
+			}
+		})
+	}
+}
+
+// The container may be an init container, a native sidecar among them.
+func TestRollingInitContainer(t *testing.T) {
+	always := corev1.ContainerRestartPolicyAlways
+	d := deployment("web", repo+"@"+digest1, nil)
+	d.Spec.Template.Spec.InitContainers = []corev1.Container{
+		{Name: "migrate", Image: repo + "-migrate:1"},
+		{Name: "proxy", Image: "gcr.io/p/proxy:1", RestartPolicy: &always},
+	}
+	r := release(2, digest2)
+	cs := newClientset(t, d)
+	res, err := Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "proxy"}, r, Options{})
+	if err != nil || res.Outcome != Deployed || res.Previous != "gcr.io/p/proxy:1" {
+		t.Fatalf("Rolling(proxy) = %+v, %v; want deployed from gcr.io/p/proxy:1", res, err)
+	}
+	var p map[string]any
+	if err := json.Unmarshal(patches(cs)[0].GetPatch(), &p); err != nil {
+		t.Fatal(err)
+	}
+	wantSpec := map[string]any{"template": map[string]any{"spec": map[string]any{
+		"initContainers": []any{map[string]any{"name": "proxy", "image": r.Image.String()}},
+	}}}
+	if diff := cmp.Diff(wantSpec, p["spec"]); diff != "" {
+		t.Errorf("patch spec (-want +got):\n%s", diff)
+	}
+	spec := getDeployment(t, cs, "web").Spec.Template.Spec
+	got := []string{spec.InitContainers[0].Image, spec.InitContainers[1].Image, spec.Containers[0].Image, spec.Containers[1].Image}
+	if diff := cmp.Diff([]string{repo + "-migrate:1", r.Image.String(), "gcr.io/p/proxy:1", repo + "@" + digest1}, got); diff != "" {
+		t.Errorf("images: migrate, proxy (init), sidecar, web (-want +got):\n%s", diff)
+	}
+
+	_, err = Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(3, digest3), Options{})
+	want := `deployment prod/web has no container "api" (it has containers "sidecar", "web" and init containers "migrate", "proxy")`
+	if !errors.Is(err, ErrTargetMissing) || !strings.Contains(err.Error(), want) {
+		t.Errorf("error = %v, want ErrTargetMissing saying %q", err, want)
 	}
 }

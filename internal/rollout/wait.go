@@ -18,7 +18,7 @@ import (
 
 // waitRolledOut watches d until it is fully rolled out by kubectl's rules
 // while running img, and returns it as last seen. It fails with errChanged
-// when d stops running img, is scaled to 0 or deleted (another release took
+// when d stops running img (its digest, when img pins one), is scaled to 0 or deleted (another release took
 // it), with ErrProgressDeadline when its controller gives up, and with
 // ErrRolloutTimeout when ctx's rollout timeout (of length timeout, for the
 // message) runs out.
@@ -27,7 +27,7 @@ import (
 // field selector, which is what RBAC needs to grant watch on one name.
 func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment, container, img string, timeout time.Duration) (*appsv1.Deployment, error) {
 	check := func(d *appsv1.Deployment) (bool, error) {
-		if c := findContainer(d.Spec.Template.Spec.Containers, container); c == nil || c.Image != img {
+		if c, _ := findContainer(&d.Spec.Template.Spec, container); c == nil || !sameImage(c.Image, img) {
 			return false, fmt.Errorf("%w: deployment %s/%s no longer runs %s", errChanged, d.Namespace, d.Name, img)
 		}
 		if replicas(d) == 0 {

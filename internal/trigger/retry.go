@@ -24,7 +24,8 @@ import (
 // (undecodable message, invalid configuration such as a remote emulator host,
 // a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
 // router pointing at neither colour, a release that exceeded its progress
-// deadline) are not retryable. An error this function does not recognise is
+// deadline, an unreadable release record, a build ID that cannot be a label
+// value) are not retryable. An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -35,6 +36,8 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrTargetMissing),
 		errors.Is(err, rollout.ErrRouterUnknown),
 		errors.Is(err, rollout.ErrProgressDeadline),
+		errors.Is(err, rollout.ErrRecordUnreadable),
+		errors.Is(err, rollout.ErrBuildIDInvalid),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, emulator.ErrNotLoopback),

@@ -192,19 +192,23 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	return rep, nil
 }
 
-// Rollback switches the configured blue-green target back to the colour
-// traffic left at the last switch (see rollout.Rollback). The error wraps
-// config.ErrInvalid when the strategy is not blue-green.
+// Rollback takes the configured target back to the release before the live
+// one: a blue-green target's router goes back to the colour traffic left at
+// the last switch (see rollout.Rollback); a rolling target's Deployment goes
+// back to its previous revision, as `kubectl rollout undo` does (see
+// rollout.Undo). Either way the build taken out is not deployed again by a
+// redelivery.
 func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
-	if h.cfg.Strategy != config.BlueGreen {
-		return rollout.Result{}, fmt.Errorf("%w: rollback needs STRATEGY=%s (STRATEGY is %s; use kubectl rollout undo)",
-			config.ErrInvalid, config.BlueGreen, h.cfg.Strategy)
-	}
 	client, err := h.conn.Clientset(ctx)
 	if err != nil {
 		return rollout.Result{}, err
 	}
-	res, err := rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
+	var res rollout.Result
+	if h.cfg.Strategy == config.BlueGreen {
+		res, err = rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
+	} else {
+		res, err = rollout.Undo(ctx, client, h.rollingTarget(), rollout.Options{DryRun: h.cfg.DryRun})
+	}
 	h.conn.Forget(err)
 	return res, err
 }
@@ -232,7 +236,8 @@ func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
 }
 
 func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
-	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, DryRun: h.cfg.DryRun}
+	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, DryRun: h.cfg.DryRun,
+		ClaimExpiry: h.cfg.Budget()}
 }
 
 // pushed lists a build's pushed image names, for a skip reason.

@@ -23,6 +23,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -303,6 +304,8 @@ func TestRetryable(t *testing.T) {
 		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
 		{"malformed emulator host", fmt.Errorf("x: %w", emulator.ErrMalformed), false},
 		{"cluster lacks the chosen endpoint", fmt.Errorf("x: %w", cluster.ErrNoEndpoint), false},
+		{"unreadable release record", fmt.Errorf("x: %w", rollout.ErrRecordUnreadable), false},
+		{"build ID not a label value", fmt.Errorf("x: %w", rollout.ErrBuildIDInvalid), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},
@@ -418,20 +421,49 @@ func TestHandleBlueGreen(t *testing.T) {
 
 func TestRollback(t *testing.T) {
 	available := appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}
-	cs := fake.NewClientset(routerService("green"), colourDeployment("blue", "initial", available), colourDeployment("green", "newer", available))
+	router := routerService("green")
+	// A claim left by an invocation that died an hour ago: older than the
+	// budget of one event (RollingBudget + ROLLOUT_TIMEOUT), so expired.
+	stale := "b9 to blue at " + time.Now().Add(-time.Hour).UTC().Format(time.RFC3339)
+	router.Annotations = map[string]string{rollout.AnnotationDeploying: stale}
+	cs := fake.NewClientset(router, colourDeployment("blue", "initial", available), colourDeployment("green", "newer", available))
 	cfg := testConfig(t, map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"})
 	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial"
+	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial" +
+		"; took over the expired claim onnewimage.dev/deploying=\"" + stale + "\" on service web (older than 6m0s, the longest an event may take: the invocation that made it is gone)"
 	if res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, want deployed %q", res.Outcome, res.Reason, want)
 	}
+}
 
-	conn := &connector{client: cs}
-	_, err = New(testConfig(t, nil), Options{Connector: conn}).Rollback(context.Background())
-	if !errors.Is(err, config.ErrInvalid) || conn.calls != 0 {
-		t.Errorf("Rollback(rolling) = %v after %d connections, want ErrInvalid before connecting", err, conn.calls)
+// With the rolling strategy, Rollback does what kubectl rollout undo does.
+func TestRollbackRolling(t *testing.T) {
+	d := webDeployment()
+	d.UID, d.ResourceVersion = "web-uid", "7"
+	d.Annotations = map[string]string{"deployment.kubernetes.io/revision": "2"}
+	d.Spec.Template.Spec.Containers[0].Image = webRepo + ":v2"
+	var objs []runtime.Object
+	for rev, tag := range []string{"v1", "v2"} {
+		rs := &appsv1.ReplicaSet{ObjectMeta: metav1.ObjectMeta{Name: "web-" + tag, Namespace: "default", Labels: map[string]string{"app": "web"},
+			Annotations:     map[string]string{"deployment.kubernetes.io/revision": fmt.Sprint(rev + 1)},
+			OwnerReferences: []metav1.OwnerReference{*metav1.NewControllerRef(d, appsv1.SchemeGroupVersion.WithKind("Deployment"))}}}
+		rs.Spec.Template = *d.Spec.Template.DeepCopy()
+		rs.Spec.Template.Spec.Containers[0].Image = webRepo + ":" + tag
+		objs = append(objs, rs)
+	}
+	cs := fake.NewClientset(append(objs, d)...)
+	cfg, err := config.LoadTarget(func(k string) string {
+		return map[string]string{"KUBECONFIG": "/dev/null", "DEPLOYMENT": "web", "CONTAINER": "web"}[k]
+	})
+	if err != nil {
+		t.Fatalf("LoadTarget without IMAGE: %v", err)
+	}
+	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background())
+	want := "rolled web back from revision 2 (no recorded build) to revision 1 (no recorded build); it runs " + webRepo + ":v1"
+	if err != nil || res.Outcome != rollout.Deployed || res.Reason != want {
+		t.Errorf("Rollback() = %s %q, %v; want deployed %q", res.Outcome, res.Reason, err, want)
 	}
 }
