@@ -3,10 +3,13 @@
 //
 // For GKE it asks the Container API for the cluster's endpoint and CA
 // (GetCluster), and authenticates with an OAuth2 bearer token from
-// Application Default Credentials. TLS is always verified against the
-// cluster's own CA. The connection is cached for a bounded time and dropped
-// as soon as a call fails below the Kubernetes API (TLS, connection refused,
-// timeouts), so a rotated CA or a moved endpoint is picked up on the retry.
+// Application Default Credentials. The endpoint is the one chosen (see
+// Endpoint): the public or private IP endpoint, whose TLS is verified
+// against the cluster's own CA, or the DNS-based endpoint, verified against
+// the system roots. TLS is never skipped. The connection is cached for a
+// bounded time and dropped as soon as a call fails below the Kubernetes API
+// (TLS, connection refused, timeouts), so a rotated CA or a moved endpoint
+// is picked up on the retry.
 package cluster
 
 import (
@@ -62,6 +65,9 @@ type Options struct {
 	ClusterManager ClusterManager
 	// TokenSource replaces Application Default Credentials.
 	TokenSource oauth2.TokenSource
+	// DNSRootCAs, PEM, replaces the system roots that the DNS-based
+	// endpoint's certificate is verified against (tests).
+	DNSRootCAs []byte
 	// NewClientset replaces kubernetes.NewForConfig (tests).
 	NewClientset func(*rest.Config) (kubernetes.Interface, error)
 	// TTL replaces DefaultTTL.
@@ -99,9 +105,9 @@ func newConnector(describe string, opts Options, restConfig func(context.Context
 }
 
 // NewGKE returns a Connector for the GKE cluster named
-// projects/P/locations/L/clusters/C.
-func NewGKE(name string, opts Options) *Connector {
-	g := &gke{name: name, opts: opts, cm: opts.ClusterManager, ts: opts.TokenSource}
+// projects/P/locations/L/clusters/C, through its endpoint e.
+func NewGKE(name string, e Endpoint, opts Options) *Connector {
+	g := &gke{name: name, endpoint: e, opts: opts, cm: opts.ClusterManager, ts: opts.TokenSource}
 	return newConnector(name, opts, g.restConfig)
 }
 
@@ -157,8 +163,9 @@ func (c *Connector) Forget(err error) {
 
 // gke builds rest configs from the Container API and ADC.
 type gke struct {
-	name string
-	opts Options
+	name     string
+	endpoint Endpoint
+	opts     Options
 
 	// Guarded by the Connector's mutex, like everything restConfig touches.
 	cm ClusterManager
@@ -186,16 +193,22 @@ func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("getting cluster %s: %w", g.name, err)
 	}
-	if cl.GetEndpoint() == "" {
-		return nil, fmt.Errorf("cluster %s has no endpoint (status %s)", g.name, cl.GetStatus())
-	}
-	ca, err := decodeCA(cl.GetMasterAuth().GetClusterCaCertificate())
+	host, err := address(g.name, cl, g.endpoint)
 	if err != nil {
-		return nil, fmt.Errorf("cluster %s: %w", g.name, err)
+		return nil, err
+	}
+	// The IP endpoints present a certificate of the cluster CA. The
+	// DNS-based endpoint is verified against the system roots (nil CAData):
+	// the kubeconfig gcloud writes for it carries no CA.
+	ca := g.opts.DNSRootCAs
+	if g.endpoint != DNS {
+		if ca, err = decodeCA(cl.GetMasterAuth().GetClusterCaCertificate()); err != nil {
+			return nil, fmt.Errorf("cluster %s: %w", g.name, err)
+		}
 	}
 	ts := g.ts
 	return &rest.Config{
-		Host:            "https://" + cl.GetEndpoint(),
+		Host:            "https://" + host,
 		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
 		UserAgent:       userAgent,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {

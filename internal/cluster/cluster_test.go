@@ -49,6 +49,15 @@ type apiserver struct {
 
 func startAPIServer(t *testing.T) *apiserver {
 	t.Helper()
+	// Each server gets its own CA: httptest's built-in certificate is the
+	// same for every server, which would make any of them trust the others.
+	cert, ca := selfSigned(t)
+	return startAPIServerWith(t, cert, ca)
+}
+
+// startAPIServerWith starts a server presenting cert, signed by ca (PEM).
+func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserver {
+	t.Helper()
 	a := &apiserver{}
 	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
@@ -62,9 +71,6 @@ func startAPIServer(t *testing.T) *apiserver {
 		}
 		w.Write([]byte(`{"kind":"Deployment","apiVersion":"apps/v1","metadata":{"name":"web","namespace":"prod"}}`))
 	}))
-	// Each server gets its own CA: httptest's built-in certificate is the
-	// same for every server, which would make any of them trust the others.
-	cert, ca := selfSigned(t)
 	a.TLS = &tls.Config{Certificates: []tls.Certificate{cert}}
 	a.StartTLS()
 	a.ca = ca
@@ -74,8 +80,8 @@ func startAPIServer(t *testing.T) *apiserver {
 
 func (a *apiserver) caPEM() []byte { return a.ca }
 
-// selfSigned returns a certificate for 127.0.0.1 that is its own CA, and
-// that CA in PEM.
+// selfSigned returns a certificate for 127.0.0.1 and localhost that is its
+// own CA, and that CA in PEM.
 func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -88,6 +94,7 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 		NotBefore:             time.Now().Add(-time.Hour),
 		NotAfter:              time.Now().Add(time.Hour),
 		IPAddresses:           []net.IP{net.ParseIP("127.0.0.1")},
+		DNSNames:              []string{"localhost"},
 		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
 		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		BasicConstraintsValid: true,
@@ -101,6 +108,12 @@ func selfSigned(t *testing.T) (tls.Certificate, []byte) {
 }
 
 func (a *apiserver) endpoint() string { return a.Listener.Addr().String() }
+
+// hostname is the server's address by name, as a DNS-based endpoint is.
+func (a *apiserver) hostname() string {
+	_, port, _ := net.SplitHostPort(a.endpoint())
+	return net.JoinHostPort("localhost", port)
+}
 
 func (a *apiserver) authorizations() []string {
 	a.mu.Lock()
@@ -147,7 +160,7 @@ func TestGKEConnectsWithVerifiedTLSAndADCToken(t *testing.T) {
 	api := startAPIServer(t)
 	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
 
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
 	for i := 0; i < 3; i++ {
 		if err := getWeb(ctx, t, c); err != nil {
 			t.Fatalf("call %d: %v", i, err)
@@ -172,7 +185,7 @@ func TestGKEReconnectsAfterTTL(t *testing.T) {
 	api := startAPIServer(t)
 	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr, TTL: time.Minute, Now: func() time.Time { return now }})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr, TTL: time.Minute, Now: func() time.Time { return now }})
 
 	for _, step := range []struct {
 		advance time.Duration
@@ -195,7 +208,7 @@ func TestGKERejectsAnUntrustedCertificate(t *testing.T) {
 	// The endpoint answers with a certificate the cluster CA did not sign.
 	containerAPI.SetCluster(clusterName, impostor.endpoint(), api.caPEM())
 
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
 	err := getWeb(ctx, t, c)
 	var verify *tls.CertificateVerificationError
 	if !errors.As(err, &verify) {
@@ -221,7 +234,7 @@ func TestGKEReconnectsWhenTheEndpointMoves(t *testing.T) {
 	containerAPI, _ := stubs(t)
 	old, moved := startAPIServer(t), startAPIServer(t)
 	containerAPI.SetCluster(clusterName, old.endpoint(), old.caPEM())
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
 	if err := getWeb(ctx, t, c); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +256,7 @@ func TestForgetKeepsTheConnectionOnAPIAnswers(t *testing.T) {
 	containerAPI, _ := stubs(t)
 	api := startAPIServer(t)
 	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
 	client, err := c.Clientset(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -274,7 +287,7 @@ func TestGKEContainerAPIFailures(t *testing.T) {
 	containerAPI, _ := stubs(t)
 	api := startAPIServer(t)
 
-	c := NewGKE(clusterName, Options{EmulatorHost: containerAPI.Addr})
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
 	if _, err := c.Clientset(ctx); status.Code(err) != codes.NotFound || !strings.Contains(err.Error(), clusterName) {
 		t.Errorf("unknown cluster: error = %v, want NotFound naming the cluster", err)
 	}
@@ -310,7 +323,7 @@ func TestGKERefusesARemoteEmulator(t *testing.T) {
 		t.Run(host, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 			defer cancel()
-			_, err := NewGKE(clusterName, Options{EmulatorHost: host}).Clientset(ctx)
+			_, err := NewGKE(clusterName, Public, Options{EmulatorHost: host}).Clientset(ctx)
 			if !errors.Is(err, emulator.ErrNotLoopback) && !errors.Is(err, emulator.ErrMalformed) {
 				t.Errorf("Clientset() error = %v, want the emulator host refused", err)
 			}

@@ -51,7 +51,7 @@ const SourceDir = "serverless_function_source_code"
 // singleTarget are the single-target variables, in the order a conflict
 // with TARGETS names them.
 var singleTarget = []string{
-	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
+	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "ENDPOINT", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
 	"STRATEGY", "SERVICE", "INGRESS", "ROLLOUT_TIMEOUT", "SCALE_DOWN_OLD",
 }
 
@@ -169,7 +169,7 @@ func variables(values map[string]string, needImage bool, bad func(string, ...any
 	}
 	s := target.Settings{Name: "default", Variables: true, ImageOptional: !needImage, Values: map[target.Key]target.Value{}}
 	for _, k := range []target.Key{
-		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyKubeconfig, target.KeyNamespace,
+		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyEndpoint, target.KeyKubeconfig, target.KeyNamespace,
 		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,
 		target.KeyRolloutTimeout, target.KeyScaleDownOld,
 	} {

@@ -5,12 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
 
@@ -300,6 +302,49 @@ func TestBudget(t *testing.T) {
 	}
 }
 
+func TestLoadEndpoint(t *testing.T) {
+	tests := []struct {
+		name    string
+		extra   map[string]string
+		drop    string
+		want    cluster.Endpoint
+		problem string // "" for a valid configuration
+	}{
+		{name: "public by default", want: cluster.Public},
+		{name: "public", extra: map[string]string{"ENDPOINT": "public"}, want: cluster.Public},
+		{name: "private", extra: map[string]string{"ENDPOINT": "private"}, want: cluster.Private},
+		{name: "dns", extra: map[string]string{"ENDPOINT": " dns "}, want: cluster.DNS},
+		{name: "unknown", extra: map[string]string{"ENDPOINT": "internal"},
+			problem: `ENDPOINT="internal": is not public, private or dns`},
+		{name: "upper case", extra: map[string]string{"ENDPOINT": "DNS"},
+			problem: `ENDPOINT="DNS": is not public, private or dns`},
+		{name: "with a kubeconfig", extra: map[string]string{"ENDPOINT": "private", "KUBECONFIG": "/tmp/kubeconfig"}, drop: "CLUSTER",
+			problem: `ENDPOINT="private": is used only with CLUSTER (a kubeconfig names its own server)`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			delete(e, tt.drop)
+			c, err := Load(env(e))
+			if tt.problem == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := c.Targets[0].Cluster.Endpoint; got != tt.want {
+					t.Errorf("Endpoint = %q, want %q", got, tt.want)
+				}
+				return
+			}
+			if want := ErrInvalid.Error() + ": " + tt.problem; err == nil || err.Error() != want {
+				t.Errorf("error = %v, want %q", err, want)
+			}
+		})
+	}
+}
+
 // Commands that deploy no build (rollback) need no IMAGE; the function does.
 func TestLoadTargetNeedsNoImage(t *testing.T) {
 	e := valid()
@@ -418,5 +463,24 @@ func TestLoadResolvesTargetsInTheSourceDir(t *testing.T) {
 				t.Errorf("Load(TARGETS=deploy/targets.yaml) (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestSingleTargetVariables checks that TARGETS conflicts with exactly the
+// variables that set a target: those of target's keys, and ZONE.
+func TestSingleTargetVariables(t *testing.T) {
+	want := []string{"ZONE"}
+	for _, k := range []target.Key{
+		target.KeyImage, target.KeyProject, target.KeyLocation, target.KeyClusterName, target.KeyEndpoint,
+		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
+		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld,
+	} {
+		want = append(want, k.Variable())
+	}
+	got := slices.Clone(singleTarget)
+	slices.Sort(want)
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("single-target variables (-want +got):\n%s", diff)
 	}
 }

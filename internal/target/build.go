@@ -10,6 +10,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/image"
 )
 
@@ -163,7 +164,6 @@ func Build(s Settings) (Target, []Problem) {
 			Location:   value(KeyLocation),
 			Name:       value(KeyClusterName),
 			Kubeconfig: value(KeyKubeconfig),
-			Endpoint:   Endpoint(value(KeyEndpoint)),
 		},
 		Namespace:      value(KeyNamespace),
 		Deployment:     value(KeyDeployment),
@@ -194,10 +194,12 @@ func Build(s Settings) (Target, []Problem) {
 	default:
 		bad(KeyCluster, false, "is required: {project, location, name} of a GKE cluster, or {kubeconfig} of a local one")
 	}
-	if t.Cluster.Endpoint == "" {
-		t.Cluster.Endpoint = Public
-	} else if err := CheckEndpoint(t.Cluster.Endpoint); err != nil {
-		bad(KeyEndpoint, true, "%v", err)
+	if e, err := cluster.ParseEndpoint(value(KeyEndpoint)); err != nil {
+		bad(KeyEndpoint, true, "is not %s, %s or %s", cluster.Public, cluster.Private, cluster.DNS)
+	} else if value(KeyEndpoint) != "" && !t.Cluster.GKE() && t.Cluster.Kubeconfig != "" {
+		bad(KeyEndpoint, true, "is used only with %s (a kubeconfig names its own server)", name(KeyClusterName))
+	} else {
+		t.Cluster.Endpoint = e
 	}
 
 	for _, f := range []struct {
@@ -297,15 +299,6 @@ func Build(s Settings) (Target, []Problem) {
 
 	slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
 	return t, problems
-}
-
-// CheckEndpoint reports whether e is an endpoint a cluster accepts.
-func CheckEndpoint(e Endpoint) error {
-	switch e {
-	case Public, Private, DNS:
-		return nil
-	}
-	return fmt.Errorf("is not %q, %q or %q", Public, Private, DNS)
 }
 
 // fieldOf is t's value for one of the name keys.

@@ -236,7 +236,7 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 		if c(KeyClusterName).Text != "" {
 			bad(c(KeyKubeconfig).Line, KeyKubeconfig, "and cluster.name are both set: give a GKE cluster or a kubeconfig")
 		} else {
-			for _, k := range []Key{KeyProject, KeyLocation, KeyEndpoint} {
+			for _, k := range []Key{KeyProject, KeyLocation} {
 				if c(k).Text != "" {
 					bad(c(k).Line, k, "is used only with cluster.name (a GKE cluster), not with cluster.kubeconfig")
 				}

@@ -172,9 +172,9 @@ func TestDecodeBad(t *testing.T) {
 		{"cluster name and kubeconfig", "targets:\n  - name: web\n    image: web\n    cluster: {name: prod, project: p, location: l, kubeconfig: k}\n    deployment: web\n    container: web\n", []string{
 			"targets.yaml:4: target web: cluster.kubeconfig: and cluster.name are both set: give a GKE cluster or a kubeconfig"}},
 		{"endpoint", "targets:\n  - name: web\n    image: web\n    cluster: {name: prod, project: p, location: l, endpoint: internal}\n    deployment: web\n    container: web\n", []string{
-			`targets.yaml:4: target web: cluster.endpoint: "internal": is not "public", "private" or "dns"`}},
+			`targets.yaml:4: target web: cluster.endpoint: "internal": is not public, private or dns`}},
 		{"endpoint with a kubeconfig", "targets:\n  - name: web\n    image: web\n    cluster: {kubeconfig: k, endpoint: dns}\n    deployment: web\n    container: web\n", []string{
-			"targets.yaml:4: target web: cluster.endpoint: is used only with cluster.name (a GKE cluster), not with cluster.kubeconfig"}},
+			`targets.yaml:4: target web: cluster.endpoint: "dns": is used only with cluster.name (a kubeconfig names its own server)`}},
 		{"every problem of two targets at once, in file order", `
 targets:
   - name: web-staging

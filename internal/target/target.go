@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/image"
 )
 
@@ -57,20 +58,6 @@ const (
 	BlueGreen Strategy = "blue-green"
 )
 
-// Endpoint names which control-plane endpoint of a GKE cluster is used.
-type Endpoint string
-
-// The endpoints a cluster accepts.
-const (
-	// Public is the cluster's public IP endpoint (the default).
-	Public Endpoint = "public"
-	// Private is the cluster's private IP endpoint (the function needs VPC
-	// egress).
-	Private Endpoint = "private"
-	// DNS is GKE's DNS-based control-plane endpoint.
-	DNS Endpoint = "dns"
-)
-
 // Defaults of the optional settings.
 const (
 	// DefaultNamespace is the namespace when none is set.
@@ -114,8 +101,8 @@ type Cluster struct {
 	// Kubeconfig, used only when Name is empty, names a file whose current
 	// context is the cluster (local clusters).
 	Kubeconfig string
-	// Endpoint is the GKE control-plane endpoint used.
-	Endpoint Endpoint
+	// Endpoint is the GKE control-plane endpoint used (Public when unset).
+	Endpoint cluster.Endpoint
 }
 
 // GKE reports whether c is a GKE cluster (else a kubeconfig's).
@@ -133,11 +120,7 @@ func (c Cluster) Key() string {
 	if !c.GKE() {
 		return "kubeconfig:" + c.Kubeconfig
 	}
-	e := c.Endpoint
-	if e == "" {
-		e = Public
-	}
-	return c.ResourceName() + "@" + string(e)
+	return c.ResourceName() + "@" + c.Endpoint.String()
 }
 
 // String names c briefly: PROJECT/LOCATION/NAME (plus the endpoint when
@@ -147,8 +130,8 @@ func (c Cluster) String() string {
 		return "kubeconfig(" + c.Kubeconfig + ")"
 	}
 	s := c.Project + "/" + c.Location + "/" + c.Name
-	if c.Endpoint != "" && c.Endpoint != Public {
-		s += "(" + string(c.Endpoint) + ")"
+	if c.Endpoint.String() != cluster.Public.String() {
+		s += "(" + c.Endpoint.String() + ")"
 	}
 	return s
 }

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -21,10 +22,11 @@ import (
 // or an operator can fix its cause without touching the message
 // (Unauthorized, Forbidden: IAM or RBAC). Errors that no redelivery can fix
 // (undecodable message, invalid configuration such as a remote emulator host,
-// missing Deployment or container, a router pointing at neither colour, a
-// release that exceeded its progress deadline, an unreadable release record,
-// a build ID that cannot be a label value) are not retryable. An error this
-// function does not recognise is retried: MAX_EVENT_AGE bounds how long.
+// a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
+// router pointing at neither colour, a release that exceeded its progress
+// deadline, an unreadable release record, a build ID that cannot be a label
+// value) are not retryable. An error this function does not recognise is
+// retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
 	case err == nil:
@@ -39,7 +41,8 @@ func Retryable(err error) bool {
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, emulator.ErrNotLoopback),
-		errors.Is(err, emulator.ErrMalformed):
+		errors.Is(err, emulator.ErrMalformed),
+		errors.Is(err, cluster.ErrNoEndpoint):
 		return false
 	case errors.Is(err, rollout.ErrRolloutTimeout):
 		// The retry finds the release on the idle colour, does not patch it

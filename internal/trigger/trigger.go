@@ -106,7 +106,7 @@ func New(cfg config.Config, opts Options) *Handler {
 			copts.EmulatorHost = cfg.ContainerEmulatorHost
 		}
 		if h.t.Cluster.GKE() {
-			h.conn = cluster.NewGKE(h.t.Cluster.ResourceName(), copts)
+			h.conn = cluster.NewGKE(h.t.Cluster.ResourceName(), h.t.Cluster.Endpoint, copts)
 		} else {
 			h.conn = cluster.NewKubeconfig(h.t.Cluster.Kubeconfig, copts)
 		}

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -303,6 +304,7 @@ func TestRetryable(t *testing.T) {
 		{"no publish time", fmt.Errorf("x: %w", ErrNoPublishTime), false},
 		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
 		{"malformed emulator host", fmt.Errorf("x: %w", emulator.ErrMalformed), false},
+		{"cluster lacks the chosen endpoint", fmt.Errorf("x: %w", cluster.ErrNoEndpoint), false},
 		{"unreadable release record", fmt.Errorf("x: %w", rollout.ErrRecordUnreadable), false},
 		{"build ID not a label value", fmt.Errorf("x: %w", rollout.ErrBuildIDInvalid), false},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},

@@ -3,7 +3,7 @@
 // Google's OAuth2 token service (reached through a service-account key file
 // named by GOOGLE_APPLICATION_CREDENTIALS). With both, the function's
 // production code path runs unchanged against a local cluster: it finds the
-// endpoint and CA through GetCluster, and authenticates with a bearer token
+// endpoint (public, private or DNS-based) and CA through GetCluster, and authenticates with a bearer token
 // obtained through Application Default Credentials.
 //
 // Both servers listen on loopback and can be told to fail for a while, to
@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 )
 
 // ContainerServer implements the GetCluster method of the Container API's
@@ -69,16 +70,58 @@ func (s *ContainerServer) Stop() { s.grpc.Stop() }
 
 // SetCluster makes GetCluster(name) answer with endpoint (host:port, no
 // scheme) and the PEM CA certificate caPEM, as GKE does: base64 in
-// masterAuth.clusterCaCertificate.
+// masterAuth.clusterCaCertificate. The cluster has no private or DNS-based
+// endpoint (see SetClusterEndpoints).
 func (s *ContainerServer) SetCluster(name, endpoint string, caPEM []byte) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.clusters[name] = &containerpb.Cluster{
+	s.SetClusterEndpoints(name, Endpoints{Public: endpoint}, caPEM)
+}
+
+// Endpoints are the control-plane endpoints of a cluster, each a host:port
+// (no scheme). An empty one is one the cluster lacks.
+type Endpoints struct {
+	// Public is the cluster's endpoint (Cluster.endpoint).
+	Public string
+	// Private is its private IP endpoint, answered in both fields GKE fills:
+	// controlPlaneEndpointsConfig.ipEndpointsConfig.privateEndpoint and the
+	// deprecated privateClusterConfig.privateEndpoint.
+	Private string
+	// DNS is its DNS-based endpoint, a hostname and port, answered with
+	// allowExternalTraffic true (controlPlaneEndpointsConfig.dnsEndpointConfig).
+	DNS string
+}
+
+// SetClusterEndpoints makes GetCluster(name) answer with the endpoints e and
+// the PEM CA certificate caPEM, shaped as GKE answers them.
+func (s *ContainerServer) SetClusterEndpoints(name string, e Endpoints, caPEM []byte) {
+	c := &containerpb.Cluster{
 		Name:       name[strings.LastIndexByte(name, '/')+1:],
-		Endpoint:   endpoint,
+		Endpoint:   e.Public,
 		Status:     containerpb.Cluster_RUNNING,
 		MasterAuth: &containerpb.MasterAuth{ClusterCaCertificate: base64.StdEncoding.EncodeToString(caPEM)},
 	}
+	if e.Private != "" {
+		c.PrivateClusterConfig = &containerpb.PrivateClusterConfig{PrivateEndpoint: e.Private, PublicEndpoint: e.Public}
+		c.ControlPlaneEndpointsConfig = &containerpb.ControlPlaneEndpointsConfig{
+			IpEndpointsConfig: &containerpb.ControlPlaneEndpointsConfig_IPEndpointsConfig{
+				Enabled:              proto.Bool(true),
+				EnablePublicEndpoint: proto.Bool(e.Public != ""),
+				PublicEndpoint:       e.Public,
+				PrivateEndpoint:      e.Private,
+			},
+		}
+	}
+	if e.DNS != "" {
+		if c.ControlPlaneEndpointsConfig == nil {
+			c.ControlPlaneEndpointsConfig = &containerpb.ControlPlaneEndpointsConfig{}
+		}
+		c.ControlPlaneEndpointsConfig.DnsEndpointConfig = &containerpb.ControlPlaneEndpointsConfig_DNSEndpointConfig{
+			Endpoint:             e.DNS,
+			AllowExternalTraffic: proto.Bool(true),
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clusters[name] = c
 }
 
 // Fail makes every GetCluster answer err (a gRPC status error, e.g.

@@ -163,7 +163,7 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	if s.ContainerAPI, err = gkefake.StartContainerServer(); err != nil {
 		return nil, err
 	}
-	s.ContainerAPI.SetCluster(ClusterName(), strings.TrimPrefix(s.Cluster.Host, "https://"), s.Cluster.CAData)
+	s.ContainerAPI.SetClusterEndpoints(ClusterName(), s.Endpoints(), s.Cluster.CAData)
 	if s.Tokens, err = gkefake.StartTokenServer(); err != nil {
 		return nil, err
 	}
@@ -212,6 +212,16 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 // FunctionIdentity returns a client configuration that authenticates as the
 // function does (its service account's token), to check what it may do.
 func (s *Sandbox) FunctionIdentity() *rest.Config { return s.Cluster.TokenConfig(s.token) }
+
+// Endpoints are the local cluster's control-plane endpoints as the Container
+// API stand-in answers them: all three reach the one apiserver, the public and
+// private ones by IP, the DNS-based one by the name localhost (its serving
+// certificate holds both).
+func (s *Sandbox) Endpoints() gkefake.Endpoints {
+	host := strings.TrimPrefix(s.Cluster.Host, "https://")
+	_, port, _ := net.SplitHostPort(host)
+	return gkefake.Endpoints{Public: host, Private: host, DNS: net.JoinHostPort("localhost", port)}
+}
 
 // ClusterName is the sandbox cluster's Container API name.
 func ClusterName() string {
