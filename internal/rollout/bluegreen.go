@@ -262,8 +262,8 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 		return res, err
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
-	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s became available (%s)",
-		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle))
+	status, _, _ := Status(idle)
+	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s", s.router, s.liveColour, s.idleColour, status)
 	res.Reason += s.scaleDown(ctx, client, o)
 	return res, nil
 }
@@ -350,8 +350,9 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 		return res, rollbackConflict(s, err)
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
-	res.Reason = fmt.Sprintf("rolled back %s from %s to %s after %s became available (%s); it runs %s",
-		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle), s.idleContainer.Image)
+	status, _, _ := Status(idle)
+	res.Reason = fmt.Sprintf("rolled back %s from %s to %s after %s; it runs %s",
+		s.router, s.liveColour, s.idleColour, status, s.idleContainer.Image)
 	if back.id != "" {
 		res.Reason += " (build " + back.id + ")"
 	}

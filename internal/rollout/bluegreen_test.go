@@ -251,7 +251,8 @@ func recordSwitches(t *testing.T, cs *fake.Clientset) *atSwitch {
 				return false, nil, nil
 			}
 			a.mu.Lock()
-			a.progress = append(a.progress, fmt.Sprintf("web-%s %s rolledOut=%v", to, progress(obj.(*appsv1.Deployment)), RolledOut(obj.(*appsv1.Deployment))))
+			status, done, err := Status(obj.(*appsv1.Deployment))
+			a.progress = append(a.progress, fmt.Sprintf("%s done=%v err=%v", status, done, err))
 			a.mu.Unlock()
 			return false, nil, nil
 		})
@@ -290,11 +291,11 @@ func TestBlueGreenSwitchesAfterAvailable(t *testing.T) {
 				t.Fatalf("BlueGreen: %v", err)
 			}
 			want := Result{Outcome: Deployed, Previous: r1.Image.String(),
-				Reason: fmt.Sprintf("switched %s web from blue to green after web-green became available (3/3)", kind)}
+				Reason: fmt.Sprintf(`switched %s web from blue to green after deployment "web-green" successfully rolled out`, kind)}
 			if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 				t.Errorf("BlueGreen (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff([]string{"web-green 3/3 rolledOut=true"}, switches.get()); diff != "" {
+			if diff := cmp.Diff([]string{`deployment "web-green" successfully rolled out done=true err=<nil>`}, switches.get()); diff != "" {
 				t.Errorf("idle colour when traffic switched (-want +got):\n%s", diff)
 			}
 			gotRoutes, gotAnnotations := routerState(t, cs, kind)
@@ -393,13 +394,13 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 		reason string
 	}{
 		{"an old replica remains", oldReplicaRemains, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 2 available, 1 old); traffic was not switched"},
+			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 1 old replicas are pending termination...); traffic was not switched`},
 		{"an updated replica is not available", oneUnavailable, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 2 available); traffic was not switched"},
+			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 2 of 3 updated replicas are available...); traffic was not switched`},
 		{"the controller never observes the change", neverObserves, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 3 available, spec not yet observed); traffic was not switched"},
+			"release not available in time: web-green did not become available within 300ms (Waiting for deployment spec update to be observed...); traffic was not switched"},
 		{"progress deadline exceeded", missesDeadline, ErrProgressDeadline,
-			`release exceeded its progress deadline: web-green made no progress (1/3 updated, 3 available, 3 old): ReplicaSet "web-green-5d8f" has timed out progressing.; traffic was not switched`},
+			`deployment "web-green" exceeded its progress deadline: ReplicaSet "web-green-5d8f" has timed out progressing.; traffic was not switched`},
 	}
 	for _, tt := range tests {
 		for _, kind := range []RouterKind{ServiceRouter, IngressRouter} {
@@ -530,9 +531,9 @@ func TestBlueGreenScaleDownOld(t *testing.T) {
 		reason       string
 	}{
 		{"scales the old colour down", false, 0,
-			"switched service web from blue to green after web-green became available (3/3); scaled web-blue to 0"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out; scaled web-blue to 0`},
 		{"leaves it to a newer release that took it", true, 3,
-			"switched service web from blue to green after web-green became available (3/3); left web-blue running: another release has changed it since"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out; left web-blue running: another release has changed it since`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -672,7 +673,7 @@ func TestBlueGreenRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Result{Outcome: Deployed, Previous: r2.Image.String(),
-			Reason: "switched service web from green to blue after web-blue became available (3/3)"}
+			Reason: `switched service web from green to blue after deployment "web-blue" successfully rolled out`}
 		if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 			t.Errorf("BlueGreen(build 3) (-want +got):\n%s", diff)
 		}
@@ -769,11 +770,11 @@ func TestRollback(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := Result{Outcome: Deployed, Previous: r2.Image.String(),
-					Reason: fmt.Sprintf("rolled back %s web from green to blue after web-blue became available (3/3); it runs %s (build build-1)", kind, r1.Image)}
+					Reason: fmt.Sprintf(`rolled back %s web from green to blue after deployment "web-blue" successfully rolled out; it runs %s (build build-1)`, kind, r1.Image)}
 				if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 					t.Errorf("Rollback (-want +got):\n%s", diff)
 				}
-				if diff := cmp.Diff([]string{"web-blue 3/3 rolledOut=true"}, switches.get()); diff != "" {
+				if diff := cmp.Diff([]string{`deployment "web-blue" successfully rolled out done=true err=<nil>`}, switches.get()); diff != "" {
 					t.Errorf("previous colour when traffic switched (-want +got):\n%s", diff)
 				}
 				route, annotations := routerState(t, cs, kind)
@@ -820,7 +821,7 @@ func TestRollbackSticks(t *testing.T) {
 	}
 	want := []string{
 		"skipped: build build-2 was rolled back: it is not switched to again",
-		"deployed: switched service web from blue to green after web-green became available (3/3)",
+		`deployed: switched service web from blue to green after deployment "web-green" successfully rolled out`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("after rollback (-want +got):\n%s", diff)
@@ -876,29 +877,5 @@ func TestRollbackSwitchesAtMostOnce(t *testing.T) {
 	route, annotations := routerState(t, cs, ServiceRouter)
 	if route != "version=green" || annotations[AnnotationBuildID] != "build-3" {
 		t.Errorf("router %s records %s, want green with build-3", route, annotations[AnnotationBuildID])
-	}
-}
-
-func TestRolledOut(t *testing.T) {
-	three := int32(3)
-	tests := []struct {
-		name   string
-		status appsv1.DeploymentStatus
-		want   string
-	}{
-		{"complete", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 true"},
-		{"complete with a surge replica available", appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 true"},
-		{"new spec not observed", appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 updated, 3 available, spec not yet observed false"},
-		{"not all updated", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 2, AvailableReplicas: 3}, "2/3 updated, 3 available, 1 old false"},
-		{"old replicas terminating", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 4, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 updated, 3 available, 1 old false"},
-		{"updated not available", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 2}, "3/3 updated, 2 available false"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Generation: 2}, Spec: appsv1.DeploymentSpec{Replicas: &three}, Status: tt.status}
-			if diff := cmp.Diff(tt.want, fmt.Sprint(progress(d), " ", RolledOut(d))); diff != "" {
-				t.Errorf("progress, rolledOut (-want +got):\n%s", diff)
-			}
-		})
 	}
 }

@@ -359,9 +359,9 @@ func TestHandleBlueGreen(t *testing.T) {
 		previous  string
 	}{
 		{"switches once the idle colour is available", "blue", available, rollout.Deployed,
-			"switched service web from blue to green after web-green became available (2/2)", false, "green", webRepo + ":initial"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out`, false, "green", webRepo + ":initial"},
 		{"a release past its progress deadline is not switched to", "blue", deadline, rollout.Failed,
-			"release exceeded its progress deadline: web-green made no progress", false, "blue", webRepo + ":initial"},
+			`deployment "web-green" exceeded its progress deadline`, false, "blue", webRepo + ":initial"},
 		{"a router on neither colour", "canary", available, rollout.Failed,
 			`router points at no single colour: service default/web selects version="canary"`, false, "canary", ""},
 	}
@@ -400,7 +400,7 @@ func TestRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial"
+	want := `rolled back service web from green to blue after deployment "web-blue" successfully rolled out; it runs ` + webRepo + ":initial"
 	if res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, want deployed %q", res.Outcome, res.Reason, want)
 	}

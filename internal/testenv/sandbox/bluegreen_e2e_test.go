@@ -215,9 +215,8 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 		if to == "" || to == routed {
 			continue
 		}
-		d := latest[to]
-		if d == nil || !rollout.RolledOut(d) {
-			t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
+		if status := statusOf(latest[to]); status != fmt.Sprintf("deployment %q successfully rolled out", to) {
+			t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %s)", to, c.rv, status)
 		}
 		switches = append(switches, to)
 		routed = to
@@ -225,11 +224,16 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 	return switches
 }
 
-func statusOf(d *appsv1.Deployment) any {
+// statusOf is what rollout.Status says of d.
+func statusOf(d *appsv1.Deployment) string {
 	if d == nil {
 		return "never seen"
 	}
-	return d.Status
+	status, _, err := rollout.Status(d)
+	if err != nil {
+		return err.Error()
+	}
+	return status
 }
 
 func router(ctx context.Context, t *testing.T, sb *Sandbox, kind string) (string, map[string]string) {
@@ -342,8 +346,8 @@ func TestE2EBlueGreenNeverSwitchesToABrokenRelease(t *testing.T) {
 	if got := h.checkSwitchOrder(t); len(got) != 0 {
 		t.Errorf("traffic moved %v during a broken release", got)
 	}
-	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || !rollout.RolledOut(d) {
-		t.Errorf("the live colour changed: %s", webContainer(d))
+	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || statusOf(d) != `deployment "web-green" successfully rolled out` {
+		t.Errorf("the live colour changed: %s (%s)", webContainer(d), statusOf(d))
 	}
 }
 
@@ -369,8 +373,8 @@ func TestE2EBlueGreenRollback(t *testing.T) {
 		t.Fatalf("after rollback: router on %s, want %s", live, blue)
 	}
 	d := getDeployment(ctx, t, sb, blue)
-	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !rollout.RolledOut(d) {
-		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, rollout.RolledOut(d))
+	if webContainer(d) != initial || *d.Spec.Replicas != 3 || statusOf(d) != `deployment "web-blue" successfully rolled out` {
+		t.Errorf("blue after rollback: %s, %d replicas, %s; want the previous release back at full size, rolled out", webContainer(d), *d.Spec.Replicas, statusOf(d))
 	}
 	h.catchUp(ctx, t, sb)
 	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{blue}) {
@@ -404,3 +408,4 @@ func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
 	}
 	t.Logf("%d messages, deployed %v", len(order), deployed)
 }
+
