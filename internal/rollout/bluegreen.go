@@ -1,23 +1,5 @@
 package rollout
 
-// Blue-green: two Deployments, DEPLOYMENT-blue and DEPLOYMENT-green, and one
-// router in front that sends all traffic to one of them (the live colour).
-// A release goes to the other one (the idle colour); traffic switches only
-// once the idle colour is fully rolled out by kubectl's rules.
-//
-// The router is also the lock. Its resourceVersion, as read when a release is
-// decided, is the precondition of every write that commits to that decision:
-// before an invocation patches the idle Deployment it writes a claim on the
-// router (AnnotationDeploying), and it switches the router with the
-// resourceVersion that claim left. An invocation that decided on an older
-// view of the router therefore gets Conflict on its next router write, reads
-// again and decides again; it can never patch the colour that went live in
-// the meantime, nor switch after another release claimed the idle colour.
-// The patch of the idle Deployment (with the resourceVersion read before the
-// claim as its precondition) always records the claim (AnnotationClaim), so
-// that a patch decided under an earlier claim, still in flight, conflicts
-// instead of landing on a colour that a later claim has switched to.
-
 import (
 	"context"
 	"encoding/json"
@@ -178,7 +160,10 @@ func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarg
 		res, err = blueGreenOnce(ctx, waitCtx, client, t, r, o)
 		return err
 	})
-	return res, err
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
 }
 
 // rereadable reports whether err means "read again and decide again".
@@ -218,7 +203,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 			"annotations":     map[string]any{AnnotationDeploying: r.BuildID + " to " + string(s.idleColour)},
 		}}
 		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
-			return res, err
+			return Result{}, err
 		}
 	}
 	annotations := releaseAnnotations(r)
@@ -239,7 +224,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	idle, p, err := patchDeployment(ctx, client, s.idle, idlePatch, o)
 	sent := [][]byte{p}
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
 
 	sw := s.switchPatch(routerVersion, map[string]any{
@@ -256,10 +241,10 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 
 	idle, err = waitRolledOut(waitCtx, client, idle, t.Container, r.Image.String(), o.Timeout)
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, err
+		return Result{}, err
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
 	status, _, _ := Status(idle)
@@ -289,15 +274,15 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 	back := recordOf(s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
 	rolledBack := recordOf(s.router.meta().GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime)
 	if back.ok && live.ok && back.id != rolledBack.id && back.release().newerThan(live.id, live.at) {
-		return failed(res, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
-			ErrNoPrevious, s.idle.Name, back.id, live.id))
+		return Result{}, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
+			ErrNoPrevious, s.idle.Name, back.id, live.id)
 	}
 	// A release that claimed the idle colour may not have patched it yet;
 	// this switch would not stop that patch.
 	if claim := s.router.meta().GetAnnotations()[AnnotationDeploying]; strings.HasSuffix(claim, " to "+string(s.idleColour)) &&
 		!strings.HasPrefix(claim, rollbackClaim) && !strings.HasPrefix(claim, back.id+" ") {
-		return failed(res, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again, or remove the annotation if that deploy is gone",
-			ErrNoPrevious, s.router, AnnotationDeploying, claim, s.idle.Name))
+		return Result{}, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again, or remove the annotation if that deploy is gone",
+			ErrNoPrevious, s.router, AnnotationDeploying, claim, s.idle.Name)
 	}
 
 	var sent [][]byte
@@ -310,14 +295,14 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 				"annotations":     map[string]any{AnnotationDeploying: rollbackClaim + " to " + string(s.idleColour)},
 			}}
 			if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
-				return res, rollbackConflict(s, err)
+				return Result{}, rollbackConflict(s, err)
 			}
 		}
 		var p []byte
 		idle, p, err = patchDeployment(ctx, client, idle, map[string]any{"spec": map[string]any{"replicas": s.wantReplicas()}}, o)
 		sent = append(sent, p)
 		if err != nil {
-			return res, err
+			return Result{}, err
 		}
 	}
 
@@ -344,10 +329,10 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 		err = fmt.Errorf("%w: nothing was switched; run rollback again if still needed", err)
 	}
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, rollbackConflict(s, err)
+		return Result{}, rollbackConflict(s, err)
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
 	status, _, _ := Status(idle)
@@ -368,12 +353,6 @@ func rollbackConflict(s *blueGreenState, err error) error {
 		return fmt.Errorf("%s changed since it was read, nothing was switched; run rollback again if still needed: %w", s.router, err)
 	}
 	return err
-}
-
-// failed turns a failed wait into the Result that says so.
-func failed(res Result, err error) (Result, error) {
-	res.Outcome, res.Reason = Failed, err.Error()
-	return res, err
 }
 
 // blueGreenState is a blue-green target as read: the router, and the live
@@ -484,7 +463,7 @@ func (s *blueGreenState) switchPatch(routerVersion string, annotations map[strin
 func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][]byte, o BlueGreenOptions) (Result, error) {
 	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, err
+		return Result{}, err
 	}
 	res.Patch = []byte(strings.Join(append(stringsOf(sent), string(mustJSON(sw))), "\n"))
 	res.Reason = fmt.Sprintf("dry run: the API server accepted the patches to switch %s from %s to %s; nothing was changed or waited for",

@@ -411,11 +411,13 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 
 				res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: 300 * time.Millisecond, ScaleDownOld: true})
 				if !errors.Is(err, tt.target) {
-					t.Errorf("error = %v, want %v", err, tt.target)
+					t.Fatalf("error = %v, want %v", err, tt.target)
 				}
-				want := Result{Outcome: Failed, Previous: r1.Image.String(), Reason: tt.reason}
-				if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
-					t.Errorf("BlueGreen (-want +got):\n%s", diff)
+				if diff := cmp.Diff(tt.reason, err.Error()); diff != "" {
+					t.Errorf("BlueGreen error (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(Result{}, res); diff != "" {
+					t.Errorf("BlueGreen with its error: want the zero Result (-want +got):\n%s", diff)
 				}
 				if s := switches.get(); len(s) != 0 {
 					t.Errorf("traffic switched to %v", s)
@@ -851,10 +853,13 @@ func TestRollbackRefuses(t *testing.T) {
 			cs := newClientset(t, svcRouter(Green, tt.router), colour(Blue, tt.blue, 3), colour(Green, r2, 3))
 			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
 			if !errors.Is(err, ErrNoPrevious) {
-				t.Errorf("error = %v, want ErrNoPrevious", err)
+				t.Fatalf("error = %v, want ErrNoPrevious", err)
 			}
-			if diff := cmp.Diff(Result{Outcome: Failed, Previous: r2.Image.String(), Reason: tt.want}, res); diff != "" {
-				t.Errorf("Rollback (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("Rollback error (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(Result{}, res); diff != "" {
+				t.Errorf("Rollback with its error: want the zero Result (-want +got):\n%s", diff)
 			}
 			if ps := patches(cs); len(ps) != 0 {
 				t.Errorf("sent %d patches, want none", len(ps))

@@ -8,6 +8,26 @@
 // server answers Conflict, the Deployment is read again and the decision is
 // made again against what is really there. A release never replaces a newer
 // one and is never applied twice.
+//
+// # Blue-green
+//
+// BlueGreen and Rollback work on two Deployments, DEPLOYMENT-blue and
+// DEPLOYMENT-green, and one router in front that sends all traffic to one of
+// them (the live colour). A release goes to the other one (the idle colour);
+// traffic switches only once Status says the idle colour is rolled out.
+//
+// The router is also the lock. Its resourceVersion, as read when a release is
+// decided, is the precondition of every write that commits to that decision:
+// before an invocation patches the idle Deployment it writes a claim on the
+// router (AnnotationDeploying), and it switches the router with the
+// resourceVersion that claim left. An invocation that decided on an older
+// view of the router therefore gets Conflict on its next router write, reads
+// again and decides again; it can never patch the colour that went live in
+// the meantime, nor switch after another release claimed the idle colour.
+// The patch of the idle Deployment (with the resourceVersion read before the
+// claim as its precondition) always records the claim (AnnotationClaim), so
+// that a patch decided under an earlier claim, still in flight, conflicts
+// instead of landing on a colour that a later claim has switched to.
 package rollout
 
 import (
@@ -57,7 +77,9 @@ const (
 	Deployed Outcome = "deployed"
 	// Skipped means nothing needed to or should change.
 	Skipped Outcome = "skipped"
-	// Failed means the release should have been deployed and was not.
+	// Failed means the release should have been deployed and was not. No
+	// function here returns it in a Result: it is the outcome a caller
+	// reports for an error (see Result).
 	Failed Outcome = "failed"
 )
 
@@ -117,7 +139,10 @@ type Options struct {
 	DryRun bool
 }
 
-// Result says what became of a release.
+// Result says what became of a release. It is meaningful only when the
+// error returned with it is nil: every function here returns the zero Result
+// with an error, and the error alone says what went wrong (and, for Failed,
+// that something did).
 type Result struct {
 	Outcome Outcome
 	// Reason explains the outcome in a sentence.
@@ -158,7 +183,10 @@ func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Relea
 		}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		return Result{}, err
+	}
+	return res, nil
 }
 
 // plan decides what r means for d. It returns a patch when d must change,

@@ -296,3 +296,58 @@ func TestRollingGivesUpOnEndlessConflicts(t *testing.T) {
 		t.Errorf("tried %d times, want %d", n, conflictBackoff.Steps)
 	}
 }
+
+// A Result means something only when the error is nil: every function
+// returns the zero Result with its error, whatever failed.
+func TestResultIsZeroOnError(t *testing.T) {
+	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
+	conflicts := func(cs *fake.Clientset, resource string) {
+		cs.PrependReactor("patch", resource, func(clienttesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewConflict(appsv1.Resource(resource), "web", errors.New("busy"))
+		})
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T) (Result, error)
+	}{
+		{"rolling: the container is missing", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+			return Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, r2, Options{})
+		}},
+		{"rolling: endless conflicts", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+			conflicts(cs, "deployments")
+			return Rolling(context.Background(), cs, target, r2, Options{})
+		}},
+		{"blue-green: the release never becomes available", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			controller(t, cs, oneUnavailable)
+			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: 100 * time.Millisecond})
+		}},
+		{"blue-green: the router claim keeps conflicting", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			conflicts(cs, "services")
+			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{})
+		}},
+		{"rollback: no previous release", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r3, 3), colour(Green, r2, 3))
+			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+		}},
+		{"rollback: the router changed", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+			conflicts(cs, "services")
+			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := tt.run(t)
+			if err == nil {
+				t.Fatalf("no error (result %+v): the test needs a failure", res)
+			}
+			if diff := cmp.Diff(Result{}, res); diff != "" {
+				t.Errorf("Result with error %q (-want +got):\n%s", err, diff)
+			}
+		})
+	}
+}
