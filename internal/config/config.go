@@ -41,6 +41,11 @@ type Config struct {
 	RolloutTimeout time.Duration
 	// ScaleDownOld scales the colour traffic left to 0 after a switch.
 	ScaleDownOld bool
+	// ScaleDownDelay, with ScaleDownOld, is how long the colour traffic left
+	// keeps running after the switch, for the requests still in flight to
+	// it while the router change spreads: DefaultServiceScaleDownDelay or
+	// DefaultIngressScaleDownDelay unless set. It is 0 without ScaleDownOld.
+	ScaleDownDelay time.Duration
 
 	// MaxEventAge drops events published longer ago than this.
 	MaxEventAge time.Duration
@@ -68,6 +73,14 @@ const (
 	DefaultMaxEventAge = time.Hour
 	// DefaultRolloutTimeout is ROLLOUT_TIMEOUT when unset.
 	DefaultRolloutTimeout = 5 * time.Minute
+	// DefaultServiceScaleDownDelay is SCALE_DOWN_DELAY when unset with a
+	// Service router: a selector change reaches every node's proxy within
+	// seconds (Argo Rollouts waits 30s by default too).
+	DefaultServiceScaleDownDelay = 30 * time.Second
+	// DefaultIngressScaleDownDelay is SCALE_DOWN_DELAY when unset with an
+	// Ingress router: GKE's load balancer takes one to several minutes to
+	// apply a backend change.
+	DefaultIngressScaleDownDelay = 2 * time.Minute
 )
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
@@ -209,6 +222,23 @@ func Load(getenv func(string) string) (Config, error) {
 	duration("ROLLOUT_TIMEOUT", &c.RolloutTimeout)
 	boolean("DRY_RUN", &c.DryRun)
 	boolean("SCALE_DOWN_OLD", &c.ScaleDownOld)
+	if raw := get("SCALE_DOWN_DELAY"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		switch {
+		case !c.ScaleDownOld:
+			bad("SCALE_DOWN_DELAY is used only with SCALE_DOWN_OLD=true (nothing is scaled down otherwise)")
+		case err != nil:
+			bad("SCALE_DOWN_DELAY=%q is not a Go duration (e.g. 30s, 2m)", raw)
+		case d < 0:
+			bad("SCALE_DOWN_DELAY=%q must not be negative", raw)
+		default:
+			c.ScaleDownDelay = d
+		}
+	} else if c.ScaleDownOld && c.Ingress != "" {
+		c.ScaleDownDelay = DefaultIngressScaleDownDelay
+	} else if c.ScaleDownOld {
+		c.ScaleDownDelay = DefaultServiceScaleDownDelay
+	}
 
 	if len(problems) > 0 {
 		return c, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))

@@ -135,11 +135,20 @@ type BlueGreenOptions struct {
 	// Timeout bounds the wait for the idle colour to become available; zero
 	// leaves only ctx to bound it.
 	Timeout time.Duration
-	// ScaleDownOld scales the colour traffic left to 0 after a switch.
+	// ScaleDownOld scales the colour traffic left to 0 after a switch, once
+	// ScaleDownDelay has passed.
 	ScaleDownOld bool
+	// ScaleDownDelay is how long the colour traffic left keeps running after
+	// the switch, for the requests still in flight to it while the router
+	// change reaches every proxy and load balancer. The wait ends early when
+	// ctx does, and the colour is then left running.
+	ScaleDownDelay time.Duration
 	// DryRun has the API server validate each write without persisting it;
 	// nothing is waited for.
 	DryRun bool
+
+	// after replaces time.After in tests.
+	after func(time.Duration) <-chan time.Time
 }
 
 // BlueGreen deploys r to the idle colour of t, waits until that colour is
@@ -285,25 +294,28 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 			ErrNoPrevious, s.router, AnnotationDeploying, claim, s.idle.Name)
 	}
 
-	var sent [][]byte
+	// Claim the colour on the router, then patch it: always the claim
+	// (AnnotationClaim, a new value, so that a scale-down of it decided
+	// before conflicts; see scaleDown), and the replica count if it was
+	// scaled down.
 	routerVersion := s.router.meta().GetResourceVersion()
-	idle := s.idle
-	if replicas(idle) == 0 {
-		if !o.DryRun {
-			claim := map[string]any{"metadata": map[string]any{
-				"resourceVersion": routerVersion,
-				"annotations":     map[string]any{AnnotationDeploying: rollbackClaim + " to " + string(s.idleColour)},
-			}}
-			if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
-				return Result{}, rollbackConflict(s, err)
-			}
+	if !o.DryRun {
+		claim := map[string]any{"metadata": map[string]any{
+			"resourceVersion": routerVersion,
+			"annotations":     map[string]any{AnnotationDeploying: rollbackClaim + " to " + string(s.idleColour)},
+		}}
+		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
+			return Result{}, rollbackConflict(s, err)
 		}
-		var p []byte
-		idle, p, err = patchDeployment(ctx, client, idle, map[string]any{"spec": map[string]any{"replicas": s.wantReplicas()}}, o)
-		sent = append(sent, p)
-		if err != nil {
-			return Result{}, err
-		}
+	}
+	idlePatch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationClaim: routerVersion}}}
+	if replicas(s.idle) == 0 {
+		idlePatch["spec"] = map[string]any{"replicas": s.wantReplicas()}
+	}
+	idle, p, err := patchDeployment(ctx, client, s.idle, idlePatch, o)
+	sent := [][]byte{p}
+	if err != nil {
+		return Result{}, rollbackConflict(s, err)
 	}
 
 	annotations := map[string]any{
@@ -471,31 +483,85 @@ func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][
 	return res, nil
 }
 
-// scaleDown scales the colour traffic left to 0 when o asks for it, and
-// says what it did, for the Result's reason (the switch has happened: a
-// failure here is reported, not returned). The old colour is read again and
-// left alone if its spec changed since the decision (generation), which
-// means another release has taken it; the patch then has the resourceVersion
-// just read as its precondition, so a release that takes it in between
-// wins too.
+// scaleDown scales the colour traffic left to 0 when o asks for it, once
+// o.ScaleDownDelay has passed since the switch, and says what it did, for
+// the Result's reason. The switch has happened: a failure here is reported,
+// not returned, and leaves the colour running.
+//
+// It never scales down the colour that is live when it happens. After the
+// delay it reads the colour, then the router, and leaves the colour running
+// if traffic went back to it (a rollback), if a release or a rollback has
+// claimed it (AnnotationDeploying), or if its spec changed. Otherwise it
+// patches its replicas to 0 with the resourceVersion it read as the
+// precondition. Every switch to a colour (BlueGreen, Rollback) first claims
+// it on the router, then patches it with a change (AnnotationClaim) and the
+// resourceVersion it read, and only then switches. So if that patch came
+// before the scale-down read the colour, the claim came before it read the
+// router, and the scale-down sees the claim (or the switch); if it came
+// after, one of the two patches conflicts: the switch's (nothing is
+// switched), or the scale-down's (it reads again and decides again), unless
+// the scale-down's came before the switch read the colour, and the switch
+// then finds it at 0 and scales it up before it switches. Only a writer that
+// switches the router without these steps (kubectl patch) can race it.
 func (s *blueGreenState) scaleDown(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) string {
 	if !o.ScaleDownOld || replicas(s.live) == 0 {
 		return ""
 	}
-	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, s.live.Name, metav1.GetOptions{})
-	if err == nil && old.Generation != s.live.Generation {
-		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+	if o.ScaleDownDelay > 0 {
+		after := o.after
+		if after == nil {
+			after = time.After
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Sprintf("; left %s running: %v within the %s scale-down delay", s.live.Name, context.Cause(ctx), o.ScaleDownDelay)
+		case <-after(o.ScaleDownDelay):
+		}
 	}
-	if err == nil {
-		_, _, err = patchDeployment(ctx, client, old, map[string]any{"spec": map[string]any{"replicas": 0}}, o)
-	}
+	var reason string
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
+		var err error
+		reason, err = s.scaleDownOnce(ctx, client, o)
+		return err
+	})
 	switch {
 	case apierrors.IsConflict(err):
-		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+		return fmt.Sprintf("; left %s running: it kept changing", s.live.Name)
 	case err != nil:
-		return fmt.Sprintf("; scaling %s to 0 failed: %v", s.live.Name, err)
+		return fmt.Sprintf("; left %s running: scaling it to 0 failed: %v", s.live.Name, err)
 	}
-	return fmt.Sprintf("; scaled %s to 0", s.live.Name)
+	return reason
+}
+
+func (s *blueGreenState) scaleDownOnce(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) (string, error) {
+	// The colour first, then the router: see scaleDown.
+	name := s.live.Name
+	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("getting deployment %s/%s: %w", s.live.Namespace, name, err)
+	}
+	rt, err := getRouter(ctx, client, s.t)
+	if err != nil {
+		return "", err
+	}
+	if live, err := rt.colour(); err != nil {
+		return "", err
+	} else if live == s.liveColour {
+		return fmt.Sprintf("; left %s running: traffic went back to it", name), nil
+	}
+	if claim := rt.meta().GetAnnotations()[AnnotationDeploying]; strings.HasSuffix(claim, " to "+string(s.liveColour)) {
+		return fmt.Sprintf("; left %s running: %s records %s=%q", name, rt, AnnotationDeploying, claim), nil
+	}
+	if old.Generation != s.live.Generation {
+		return fmt.Sprintf("; left %s running: another release has changed it since", name), nil
+	}
+	if _, _, err := patchDeployment(ctx, client, old, map[string]any{"spec": map[string]any{"replicas": 0}}, o); err != nil {
+		return "", err
+	}
+	if o.ScaleDownDelay > 0 {
+		return fmt.Sprintf("; scaled %s to 0 %s after the switch", name, o.ScaleDownDelay), nil
+	}
+	return fmt.Sprintf("; scaled %s to 0", name), nil
 }
 
 // patchDeployment sends patch to d, with d's resourceVersion as the

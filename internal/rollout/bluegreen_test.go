@@ -18,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 )
@@ -569,6 +571,183 @@ func TestBlueGreenScaleDownOld(t *testing.T) {
 	}
 }
 
+// The old colour keeps running for ScaleDownDelay after the switch, then is
+// scaled down, unless it is live again, claimed or changed by then. The
+// delay is a channel the test controls: nothing sleeps.
+func TestBlueGreenScaleDownDelay(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	// bumpTracker changes an object behind the clientset's back, as another
+	// writer would, bumping its resourceVersion.
+	bumpTracker := func(t *testing.T, cs *fake.Clientset, gvr schema.GroupVersionResource, name string, change func(runtime.Object)) {
+		obj, err := cs.Tracker().Get(gvr, "prod", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(obj)
+		if err := bump(cs.Tracker(), gvr, "prod", obj, mustMeta(obj).GetResourceVersion()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// rollbackClaimsBlue makes the writes a rollback to blue makes before it
+	// switches: its claim on the router, then its patch of web-blue.
+	rollbackClaimsBlue := func(t *testing.T, cs *fake.Clientset) {
+		bumpTracker(t, cs, servicesGVR, "web", func(o runtime.Object) {
+			o.(*corev1.Service).Annotations[AnnotationDeploying] = "rollback to blue"
+		})
+		bumpTracker(t, cs, deploymentsGVR, "web-blue", func(o runtime.Object) {
+			d := o.(*appsv1.Deployment)
+			d.Annotations[AnnotationClaim] = "99"
+			d.Generation-- // The API server keeps it for a change of annotations alone.
+		})
+	}
+	// once runs f before the first patch of resource whose body contains
+	// marker, then lets that patch go on.
+	once := func(cs *fake.Clientset, resource, marker string, f func()) {
+		done := false
+		cs.PrependReactor("patch", resource, func(action clienttesting.Action) (bool, runtime.Object, error) {
+			if !done && strings.Contains(string(action.(clienttesting.PatchActionImpl).GetPatch()), marker) {
+				done = true
+				f()
+			}
+			return false, nil, nil
+		})
+	}
+	tests := []struct {
+		name string
+		// during runs when the delay starts.
+		during func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc)
+		// race sets up writes that interleave with the scale-down's.
+		race         func(t *testing.T, cs *fake.Clientset)
+		reason       string
+		blueReplicas int32
+	}{
+		{"scales the old colour down after the delay", nil, nil,
+			"; scaled web-blue to 0 30s after the switch", 0},
+		{"the invocation ends within the delay", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) { cancel() }, nil,
+			"; left web-blue running: context canceled within the 30s scale-down delay", 3},
+		{"a rollback within the delay switches straight back", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+			if err != nil || res.Outcome != Deployed {
+				t.Fatalf("Rollback within the delay = %+v, %v", res, err)
+			}
+		}, nil,
+			"; left web-blue running: traffic went back to it", 3},
+		{"a release claims the old colour within the delay", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			claim := fmt.Sprintf(`{"metadata":{"annotations":{%q:"build-3 to blue"}}}`, AnnotationDeploying)
+			if _, err := cs.CoreV1().Services("prod").Patch(context.Background(), "web", types.StrategicMergePatchType, []byte(claim), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}, nil,
+			`; left web-blue running: service web records onnewimage.dev/deploying="build-3 to blue"`, 3},
+		{"a rollback claims and patches the old colour between the scale-down's two reads", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			var reads int
+			cs.PrependReactor("get", "*", func(action clienttesting.Action) (bool, runtime.Object, error) {
+				if name := action.(clienttesting.GetAction).GetName(); name == "web" || name == "web-blue" {
+					if reads++; reads == 2 {
+						rollbackClaimsBlue(t, cs)
+					}
+				}
+				return false, nil, nil
+			})
+		}, nil,
+			`; left web-blue running: service web records onnewimage.dev/deploying="rollback to blue"`, 3},
+		{"a rollback claims and patches the old colour between the scale-down's reads and its patch", nil, func(t *testing.T, cs *fake.Clientset) {
+			once(cs, "deployments", `"replicas":0`, func() { rollbackClaimsBlue(t, cs) })
+		},
+			`; left web-blue running: service web records onnewimage.dev/deploying="rollback to blue"`, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			controller(t, cs, becomesAvailable)
+			if tt.race != nil {
+				tt.race(t, cs)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var atDelay []string
+			o := BlueGreenOptions{Timeout: time.Minute, ScaleDownOld: true, ScaleDownDelay: 30 * time.Second}
+			o.after = func(d time.Duration) <-chan time.Time {
+				route, _ := routerState(t, cs, ServiceRouter)
+				atDelay = append(atDelay, fmt.Sprintf("%s for %s, web-blue has %d replicas", route, d, replicas(getDeployment(t, cs, "web-blue"))))
+				if tt.during != nil {
+					tt.during(t, cs, cancel)
+				}
+				fired := make(chan time.Time, 1)
+				if ctx.Err() == nil {
+					fired <- time.Time{}
+				}
+				return fired
+			}
+
+			res, err := BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{"version=green for 30s, web-blue has 3 replicas"}, atDelay); diff != "" {
+				t.Errorf("when the delay started (-want +got):\n%s", diff)
+			}
+			want := Result{Outcome: Deployed, Previous: r1.Image.String(),
+				Reason: `switched service web from blue to green after deployment "web-green" successfully rolled out` + tt.reason}
+			if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
+				t.Errorf("BlueGreen (-want +got):\n%s", diff)
+			}
+			if n := replicas(getDeployment(t, cs, "web-blue")); n != tt.blueReplicas {
+				t.Errorf("web-blue has %d replicas, want %d", n, tt.blueReplicas)
+			}
+			// Nothing but the scale-down touched web-blue's replicas: a
+			// rollback found it up and did not have to scale it up.
+			var scaled []string
+			for _, p := range patches(cs) {
+				if p.GetName() == "web-blue" && strings.Contains(string(p.GetPatch()), `"replicas"`) {
+					scaled = append(scaled, string(p.GetPatch()))
+				}
+			}
+			for _, p := range scaled {
+				if !strings.Contains(p, `"spec":{"replicas":0}`) {
+					t.Errorf("web-blue patched %s, want only the scale-down's replicas 0", p)
+				}
+			}
+		})
+	}
+}
+
+// A scale-down that claimed the router before a rollback read it, and
+// patches the colour after the rollback read it, must not leave the
+// rollback switching traffic to a colour at 0: the rollback's own patch of
+// the colour conflicts, and nothing is switched.
+func TestRollbackNeverSwitchesToAColourScaledDown(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+	controller(t, cs, becomesAvailable)
+	raced := false
+	cs.PrependReactor("patch", "services", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if raced {
+			return false, nil, nil
+		}
+		raced = true // The rollback's first router write: it has read everything.
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-blue")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment)
+		d.Spec.Replicas = new(int32) // The scale-down's patch lands.
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+	route, _ := routerState(t, cs, ServiceRouter)
+	blue := replicas(getDeployment(t, cs, "web-blue"))
+	if route == "version=blue" && blue == 0 {
+		t.Fatalf("Rollback switched traffic to web-blue at 0 replicas (error %v)", err)
+	}
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was switched") {
+		t.Errorf("error = %v, want a Conflict saying nothing was switched", err)
+	}
+}
+
 func TestBlueGreenRouterUnknown(t *testing.T) {
 	r1 := release(1, digest1)
 	canary := svcRouter(Blue, nil)
@@ -789,12 +968,27 @@ func TestRollback(t *testing.T) {
 				if diff := cmp.Diff(wantAnnotations, annotations); diff != "" {
 					t.Errorf("router annotations (-want +got):\n%s", diff)
 				}
-				wantPatched := []string{}
+				// web-blue records the rollback's claim, and is scaled up if
+				// it was scaled down.
+				wantSpec := map[string]any(nil)
 				if blueReplicas == 0 {
-					wantPatched = []string{"web-blue"} // Scaled up.
+					wantSpec = map[string]any{"replicas": float64(3)}
 				}
-				if diff := cmp.Diff(wantPatched, patchesOf(cs, "deployments"), cmpopts.EquateEmpty()); diff != "" {
-					t.Errorf("deployments patched (-want +got):\n%s", diff)
+				var gotSpecs []map[string]any
+				for _, p := range patches(cs) {
+					if p.GetResource().Resource == "deployments" {
+						var m struct{ Spec map[string]any }
+						if err := json.Unmarshal(p.GetPatch(), &m); err != nil {
+							t.Fatal(err)
+						}
+						gotSpecs = append(gotSpecs, map[string]any{p.GetName(): m.Spec})
+					}
+				}
+				if diff := cmp.Diff([]map[string]any{{"web-blue": wantSpec}}, gotSpecs); diff != "" {
+					t.Errorf("deployment patches' specs (-want +got):\n%s", diff)
+				}
+				if got := getDeployment(t, cs, "web-blue").Annotations[AnnotationClaim]; got == "" {
+					t.Errorf("web-blue records no claim")
 				}
 				if got := imageOf(t, cs, "web-blue"); got != r1.Image.String() {
 					t.Errorf("web-blue runs %s, want it untouched", got)
@@ -871,13 +1065,14 @@ func TestRollbackRefuses(t *testing.T) {
 func TestRollbackSwitchesAtMostOnce(t *testing.T) {
 	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
 	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+	controller(t, cs, becomesAvailable)
 	raceOnRouter(t, cs, `"selector"`, Green, r3) // Build 3 went live on green meanwhile.
 	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
 	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was switched") {
 		t.Errorf("error = %v, want a Conflict saying nothing was switched", err)
 	}
-	if n := len(patchesOf(cs, "services")); n != 1 {
-		t.Errorf("sent %d router patches, want the one that conflicted", n)
+	if n := len(patchesOf(cs, "services")); n != 2 {
+		t.Errorf("sent %d router patches, want the claim and the switch that conflicted", n)
 	}
 	route, annotations := routerState(t, cs, ServiceRouter)
 	if route != "version=green" || annotations[AnnotationBuildID] != "build-3" {

@@ -189,10 +189,15 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 const RollingBudget = time.Minute
 
 // budget is how long one event's cluster work may take: RollingBudget, plus
-// ROLLOUT_TIMEOUT with blue-green, which waits for the idle colour.
+// ROLLOUT_TIMEOUT with blue-green, which waits for the idle colour, plus
+// SCALE_DOWN_DELAY when it scales the old colour down after the switch.
 func (h *Handler) budget() time.Duration {
 	if h.cfg.Strategy == config.BlueGreen {
-		return RollingBudget + h.cfg.RolloutTimeout
+		budget := RollingBudget + h.cfg.RolloutTimeout
+		if h.cfg.ScaleDownOld {
+			budget += h.cfg.ScaleDownDelay
+		}
+		return budget
 	}
 	return RollingBudget
 }
@@ -237,7 +242,7 @@ func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
 }
 
 func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
-	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, DryRun: h.cfg.DryRun}
+	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, ScaleDownDelay: h.cfg.ScaleDownDelay, DryRun: h.cfg.DryRun}
 }
 
 // pushed lists a build's pushed image names, for a skip reason.

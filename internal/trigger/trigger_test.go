@@ -231,6 +231,8 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 	}{
 		{nil, RollingBudget},
 		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, RollingBudget + 3*time.Minute},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "45s"},
+			RollingBudget + 3*time.Minute + 45*time.Second},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
