@@ -491,9 +491,11 @@ func TestE2EBlueGreenScaleDownDelay(t *testing.T) {
 	}
 	// Not before the delay. The two times are when two watches delivered
 	// the changes: allow them a little skew.
-	if gap := scaled.at.Sub(switched.at); gap < delay-time.Second {
+	gap := scaled.at.Sub(switched.at)
+	if gap < delay-time.Second {
 		t.Errorf("blue was scaled down %s after the switch, want no sooner than SCALE_DOWN_DELAY=%s", gap, delay)
 	}
+	t.Logf("blue was scaled down %s after the switch (%s)", gap.Round(time.Millisecond), line["reason"])
 	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{green}) {
 		t.Errorf("traffic went to %v, want [web-green]", got)
 	}
@@ -535,8 +537,8 @@ func TestE2EBlueGreenRollbackWithinScaleDownDelay(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if line["outcome"] != "deployed" || !strings.Contains(line["reason"].(string), "left web-blue running") {
-		t.Errorf("build 1: %v, want deployed, and blue left running", line)
+	if line["outcome"] != "deployed" || !strings.Contains(line["reason"].(string), "left web-blue running: traffic went back to it") {
+		t.Errorf("build 1: %v, want deployed, and blue left running because traffic went back to it", line)
 	}
 	if live, _ := router(ctx, t, sb, "service"); live != blue {
 		t.Errorf("router on %s after the delayed scale-down, want %s", live, blue)
