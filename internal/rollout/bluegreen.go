@@ -158,8 +158,10 @@ type BlueGreenOptions struct {
 // out) is not patched again but waited for and switched to.
 //
 // A release that does not become available is never switched to: the
-// Result is Failed and the error wraps ErrRolloutTimeout or
-// ErrProgressDeadline.
+// error wraps ErrRolloutTimeout or ErrProgressDeadline. With
+// o.ScaleDownOld, the colour traffic left is scaled down o.ScaleDownDelay
+// after the switch, unless it is live or claimed again by then (see
+// scaleDown).
 func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
 	waitCtx, cancel := waitContext(ctx, o.Timeout)
 	defer cancel()
@@ -263,9 +265,11 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 }
 
 // Rollback switches t's router back to the other colour, the one traffic
-// left at the last switch. If that colour was scaled down it is scaled up
-// to the live colour's replica count first, and in any case it must be
-// fully rolled out before traffic moves. The router records the release it
+// left at the last switch. It claims that colour on the router and patches
+// it, as a release does (scaling it up to the live colour's replica count
+// if it was scaled down), and it must be fully rolled out before traffic
+// moves. With o.ScaleDownOld, the colour it left is scaled down
+// o.ScaleDownDelay later. The router records the release it
 // left in AnnotationRolledBackBuildID, so that redelivering that build does
 // not switch to it again.
 //
