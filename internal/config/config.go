@@ -46,6 +46,11 @@ type Config struct {
 	RolloutTimeout time.Duration
 	// ScaleDownOld scales the colour traffic left to 0 after a switch.
 	ScaleDownOld bool
+	// ScaleDownDelay, with ScaleDownOld, is how long the colour traffic left
+	// keeps running after the switch, for the requests still in flight to
+	// it while the router change spreads: DefaultServiceScaleDownDelay or
+	// DefaultIngressScaleDownDelay unless set. It is 0 without ScaleDownOld.
+	ScaleDownDelay time.Duration
 
 	// MaxEventAge drops events published longer ago than this.
 	MaxEventAge time.Duration
@@ -73,6 +78,14 @@ const (
 	DefaultMaxEventAge = time.Hour
 	// DefaultRolloutTimeout is ROLLOUT_TIMEOUT when unset.
 	DefaultRolloutTimeout = 5 * time.Minute
+	// DefaultServiceScaleDownDelay is SCALE_DOWN_DELAY when unset with a
+	// Service router: a selector change reaches every node's proxy within
+	// seconds (Argo Rollouts waits 30s by default too).
+	DefaultServiceScaleDownDelay = 30 * time.Second
+	// DefaultIngressScaleDownDelay is SCALE_DOWN_DELAY when unset with an
+	// Ingress router: GKE's load balancer takes one to several minutes to
+	// apply a backend change.
+	DefaultIngressScaleDownDelay = 2 * time.Minute
 )
 
 // The bounds of one event's work.
@@ -252,8 +265,28 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	duration("ROLLOUT_TIMEOUT", &c.RolloutTimeout)
 	boolean("DRY_RUN", &c.DryRun)
 	boolean("SCALE_DOWN_OLD", &c.ScaleDownOld)
+	if raw := get("SCALE_DOWN_DELAY"); raw != "" {
+		d, err := time.ParseDuration(raw)
+		switch {
+		case !c.ScaleDownOld:
+			bad("SCALE_DOWN_DELAY is used only with SCALE_DOWN_OLD=true (nothing is scaled down otherwise)")
+		case err != nil:
+			bad("SCALE_DOWN_DELAY=%q is not a Go duration (e.g. 30s, 2m)", raw)
+		case d < 0:
+			bad("SCALE_DOWN_DELAY=%q must not be negative", raw)
+		default:
+			c.ScaleDownDelay = d
+		}
+	} else if c.ScaleDownOld && c.Ingress != "" {
+		c.ScaleDownDelay = DefaultIngressScaleDownDelay
+	} else if c.ScaleDownOld {
+		c.ScaleDownDelay = DefaultServiceScaleDownDelay
+	}
 
-	if b := c.Budget(); b > MaxBudget {
+	if b := c.Budget(); b > MaxBudget && c.ScaleDownOld {
+		bad("ROLLOUT_TIMEOUT=%q with SCALE_DOWN_DELAY=%s is too long: an event may then take %s (%s to connect and patch, plus ROLLOUT_TIMEOUT, plus SCALE_DOWN_DELAY), over %.0fs, the longest --timeout of an event-driven function; keep ROLLOUT_TIMEOUT + SCALE_DOWN_DELAY at most %s",
+			get("ROLLOUT_TIMEOUT"), c.ScaleDownDelay, b, RollingBudget, MaxBudget.Seconds(), MaxBudget-RollingBudget)
+	} else if b > MaxBudget {
 		bad("ROLLOUT_TIMEOUT=%q is too long: an event may then take %s (%s to connect and patch, plus ROLLOUT_TIMEOUT), over %.0fs, the longest --timeout of an event-driven function; set at most %s",
 			get("ROLLOUT_TIMEOUT"), b, RollingBudget, MaxBudget.Seconds(), MaxBudget-RollingBudget)
 	}
@@ -265,13 +298,18 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 }
 
 // Budget is how long one event's cluster work may take: RollingBudget, plus
-// RolloutTimeout with blue-green, which waits for the idle colour. Load
+// RolloutTimeout with blue-green, which waits for the idle colour, plus
+// ScaleDownDelay when the old colour is scaled down after the switch. Load
 // rejects a configuration whose Budget is over MaxBudget.
 func (c Config) Budget() time.Duration {
-	if c.Strategy == BlueGreen {
-		return RollingBudget + c.RolloutTimeout
+	if c.Strategy != BlueGreen {
+		return RollingBudget
 	}
-	return RollingBudget
+	budget := RollingBudget + c.RolloutTimeout
+	if c.ScaleDownOld {
+		budget += c.ScaleDownDelay
+	}
+	return budget
 }
 
 // ClusterName is the Container API resource name of the GKE cluster:
