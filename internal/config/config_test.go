@@ -108,17 +108,23 @@ func TestLoadStrategy(t *testing.T) {
 	tests := []struct {
 		name  string
 		extra map[string]string
-		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld
+		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld, ScaleDownDelay
 	}{
 		{"rolling by default", nil,
-			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false}},
+			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
 		{"rolling named", map[string]string{"STRATEGY": "rolling"},
-			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false}},
+			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
 		{"blue-green behind a service", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"},
-			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, false}},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
+		{"blue-green behind a service, scaling down", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true"},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, true, 30 * time.Second}},
+		{"blue-green behind an ingress, scaling down", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "SCALE_DOWN_OLD": "true"},
+			[]any{target.BlueGreen, "", "web", target.DefaultRolloutTimeout, true, 2 * time.Minute}},
 		{"blue-green behind an ingress, with options", map[string]string{
-			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true"},
-			[]any{target.BlueGreen, "", "web.public", 90 * time.Second, true}},
+			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "3m"},
+			[]any{target.BlueGreen, "", "web.public", 90 * time.Second, true, 3 * time.Minute}},
+		{"scaling down at once", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "0s"},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, true, time.Duration(0)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -131,7 +137,7 @@ func TestLoadStrategy(t *testing.T) {
 				t.Fatal(err)
 			}
 			tg := c.Targets[0]
-			got := []any{tg.Strategy, tg.Service, tg.Ingress, tg.RolloutTimeout, tg.ScaleDownOld}
+			got := []any{tg.Strategy, tg.Service, tg.Ingress, tg.RolloutTimeout, tg.ScaleDownOld, tg.ScaleDownDelay}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Load (-want +got):\n%s", diff)
 			}
@@ -153,6 +159,12 @@ func TestLoadStrategyProblems(t *testing.T) {
 		{"every problem at once", map[string]string{
 			"STRATEGY": "blue-green", "SERVICE": "Web_1", "ROLLOUT_TIMEOUT": "-1m", "SCALE_DOWN_OLD": "sometimes", "DRY_RUN": "maybe"},
 			[]string{`SERVICE="Web_1"`, `ROLLOUT_TIMEOUT="-1m": must be positive`, `SCALE_DOWN_OLD="sometimes": is not a boolean`, `DRY_RUN="maybe"`}},
+		{"a scale-down delay without scaling down", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_DELAY": "1m"},
+			[]string{"SCALE_DOWN_DELAY is used only with SCALE_DOWN_OLD=true"}},
+		{"a negative scale-down delay", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "-1s"},
+			[]string{`SCALE_DOWN_DELAY="-1s": must not be negative`}},
+		{"a scale-down delay not a duration", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "30"},
+			[]string{`SCALE_DOWN_DELAY="30": is not a Go duration`}},
 		{"timeout not a duration", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "ROLLOUT_TIMEOUT": "5"},
 			[]string{`ROLLOUT_TIMEOUT="5": is not a Go duration`}},
 		{"colour service name too long", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "DEPLOYMENT": strings.Repeat("w", 60)},
@@ -473,7 +485,7 @@ func TestSingleTargetVariables(t *testing.T) {
 	for _, k := range []target.Key{
 		target.KeyImage, target.KeyProject, target.KeyLocation, target.KeyClusterName, target.KeyEndpoint,
 		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
-		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld,
+		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
 	} {
 		want = append(want, k.Variable())
 	}

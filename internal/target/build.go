@@ -37,6 +37,7 @@ const (
 	KeyIngress        Key = "ingress"
 	KeyRolloutTimeout Key = "rolloutTimeout"
 	KeyScaleDownOld   Key = "scaleDownOld"
+	KeyScaleDownDelay Key = "scaleDownDelay"
 )
 
 // variables are the single-target variables, by the key each sets.
@@ -56,6 +57,7 @@ var variables = map[Key]string{
 	KeyIngress:        "INGRESS",
 	KeyRolloutTimeout: "ROLLOUT_TIMEOUT",
 	KeyScaleDownOld:   "SCALE_DOWN_OLD",
+	KeyScaleDownDelay: "SCALE_DOWN_DELAY",
 }
 
 // Variable is the single-target variable that sets k; "" when none does.
@@ -137,6 +139,13 @@ func Build(s Settings) (Target, []Problem) {
 		return string(k)
 	}
 	value := func(k Key) string { return s.Values[k].Text }
+	// setting names k set to v: K=v for a variable, k: v in a file.
+	setting := func(k Key, v string) string {
+		if s.Variables {
+			return k.Variable() + "=" + v
+		}
+		return string(k) + ": " + v
+	}
 	given := func(k Key) bool { return value(k) != "" || s.Values[k].Invalid }
 	line := func(k Key) int {
 		if l := s.Values[k].Line; l > 0 {
@@ -291,8 +300,29 @@ func Build(s Settings) (Target, []Problem) {
 		}
 		t.ScaleDownOld = b
 	}
+	if raw := value(KeyScaleDownDelay); raw != "" {
+		d, err := time.ParseDuration(raw)
+		switch {
+		case !t.ScaleDownOld:
+			bad(KeyScaleDownDelay, false, "is used only with %s (nothing is scaled down otherwise)", setting(KeyScaleDownOld, "true"))
+		case err != nil:
+			bad(KeyScaleDownDelay, true, "is not a Go duration (e.g. 30s, 2m)")
+		case d < 0:
+			bad(KeyScaleDownDelay, true, "must not be negative")
+		default:
+			t.ScaleDownDelay = d
+		}
+	} else if t.ScaleDownOld && t.Ingress != "" {
+		t.ScaleDownDelay = DefaultIngressScaleDownDelay
+	} else if t.ScaleDownOld {
+		t.ScaleDownDelay = DefaultServiceScaleDownDelay
+	}
 
-	if b := t.Budget(); b > MaxBudget {
+	if b := t.Budget(); b > MaxBudget && t.ScaleDownOld {
+		bad(KeyRolloutTimeout, false, "%s plus %s %s is too long: an event may then take %s (%s to connect and patch, plus %s, plus %s), over %.0fs, the longest --timeout of an event-driven function; keep %s + %s at most %s",
+			t.RolloutTimeout, name(KeyScaleDownDelay), t.ScaleDownDelay, b, RollingBudget, name(KeyRolloutTimeout), name(KeyScaleDownDelay),
+			MaxBudget.Seconds(), name(KeyRolloutTimeout), name(KeyScaleDownDelay), MaxBudget-RollingBudget)
+	} else if b > MaxBudget {
 		bad(KeyRolloutTimeout, true, "is too long: an event may then take %s (%s to connect and patch, plus %s), over %.0fs, the longest --timeout of an event-driven function; set at most %s",
 			b, RollingBudget, name(KeyRolloutTimeout), MaxBudget.Seconds(), MaxBudget-RollingBudget)
 	}

@@ -12,8 +12,8 @@ import (
 
 // summary is a target in one line, for comparison.
 func summary(t Target) string {
-	return fmt.Sprintf("%s@%d image=%s bare=%t when=%s where=%s key=%s strategy=%s service=%s ingress=%s timeout=%s scaleDownOld=%t budget=%s",
-		t.Name, t.Line, t.Image, t.Image.Bare(), t.When, t.Where(), t.Cluster.Key(), t.Strategy, t.Service, t.Ingress, t.RolloutTimeout, t.ScaleDownOld, t.Budget())
+	return fmt.Sprintf("%s@%d image=%s bare=%t when=%s where=%s key=%s strategy=%s service=%s ingress=%s timeout=%s scaleDownOld=%t delay=%s budget=%s",
+		t.Name, t.Line, t.Image, t.Image.Bare(), t.When, t.Where(), t.Cluster.Key(), t.Strategy, t.Service, t.Ingress, t.RolloutTimeout, t.ScaleDownOld, t.ScaleDownDelay, t.Budget())
 }
 
 func TestDecodeIssueExample(t *testing.T) {
@@ -26,9 +26,9 @@ func TestDecodeIssueExample(t *testing.T) {
 		got = append(got, summary(tg))
 	}
 	want := []string{
-		"web-staging@3 image=us-docker.pkg.dev/acme/apps/web bare=false when=branch=^main$ where=acme/us-central1/staging/web/web:web key=projects/acme/locations/us-central1/clusters/staging@public strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false budget=1m0s",
-		`web-prod@10 image=us-docker.pkg.dev/acme/apps/web bare=false when=tag=^v[0-9]+\.[0-9]+\.[0-9]+$ where=acme/us-central1/prod/default/web:web key=projects/acme/locations/us-central1/clusters/prod@public strategy=blue-green service=web ingress= timeout=4m0s scaleDownOld=false budget=5m0s`,
-		"worker-local@19 image=worker bare=true when=* where=kubeconfig(/path/to/kubeconfig)/default/worker:worker key=kubeconfig:/path/to/kubeconfig strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false budget=1m0s",
+		"web-staging@3 image=us-docker.pkg.dev/acme/apps/web bare=false when=branch=^main$ where=acme/us-central1/staging/web/web:web key=projects/acme/locations/us-central1/clusters/staging@public strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false delay=0s budget=1m0s",
+		`web-prod@10 image=us-docker.pkg.dev/acme/apps/web bare=false when=tag=^v[0-9]+\.[0-9]+\.[0-9]+$ where=acme/us-central1/prod/default/web:web key=projects/acme/locations/us-central1/clusters/prod@public strategy=blue-green service=web ingress= timeout=4m0s scaleDownOld=false delay=0s budget=5m0s`,
+		"worker-local@19 image=worker bare=true when=* where=kubeconfig(/path/to/kubeconfig)/default/worker:worker key=kubeconfig:/path/to/kubeconfig strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false delay=0s budget=1m0s",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("targets (-want +got):\n%s", diff)
@@ -61,8 +61,9 @@ targets:
     ingress: web.public
     rolloutTimeout: 90s
     scaleDownOld: true
+    scaleDownDelay: 45s
 `, []string{
-			"web@2 image=us-docker.pkg.dev/acme/apps/web bare=false when=branch=main,tag=v.*,trigger=release-.*,repo=acme-web where=acme/europe-west1/prod(dns)/shop/web:app key=projects/acme/locations/europe-west1/clusters/prod@dns strategy=blue-green service= ingress=web.public timeout=1m30s scaleDownOld=true budget=2m30s",
+			"web@2 image=us-docker.pkg.dev/acme/apps/web bare=false when=branch=main,tag=v.*,trigger=release-.*,repo=acme-web where=acme/europe-west1/prod(dns)/shop/web:app key=projects/acme/locations/europe-west1/clusters/prod@dns strategy=blue-green service= ingress=web.public timeout=1m30s scaleDownOld=true delay=45s budget=3m15s",
 		}},
 		{"a YAML anchor shared by two targets", `
 targets:
@@ -77,8 +78,8 @@ targets:
     deployment: b
     container: b
 `, []string{
-			"a@2 image=web bare=true when=* where=acme/us-central1/prod(private)/default/a:a key=projects/acme/locations/us-central1/clusters/prod@private strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false budget=1m0s",
-			"b@7 image=web bare=true when=* where=acme/us-central1/prod(private)/default/b:b key=projects/acme/locations/us-central1/clusters/prod@private strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false budget=1m0s",
+			"a@2 image=web bare=true when=* where=acme/us-central1/prod(private)/default/a:a key=projects/acme/locations/us-central1/clusters/prod@private strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false delay=0s budget=1m0s",
+			"b@7 image=web bare=true when=* where=acme/us-central1/prod(private)/default/b:b key=projects/acme/locations/us-central1/clusters/prod@private strategy=rolling service= ingress= timeout=5m0s scaleDownOld=false delay=0s budget=1m0s",
 		}},
 	}
 	for _, tt := range tests {
@@ -126,7 +127,7 @@ func TestDecodeBad(t *testing.T) {
 		{"a target not a mapping", "targets:\n  - web\n", []string{
 			"targets.yaml:2: target #1: want a mapping, got a string"}},
 		{"unknown key", "targets:\n  - name: web" + good + "\n    replicas: 3\n", []string{
-			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld)"}},
+			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay)"}},
 		{"unknown cluster key", "targets:\n  - name: web\n    image: web\n    cluster: {project: acme, location: us-central1, name: prod, zone: b}\n    deployment: web\n    container: web\n", []string{
 			"targets.yaml:4: target web: cluster.zone: unknown key (want project, location, name, kubeconfig, endpoint)"}},
 		{"duplicate key", "targets:\n  - name: web" + good + "\n    deployment: api\n", []string{
@@ -160,6 +161,10 @@ func TestDecodeBad(t *testing.T) {
 			`targets.yaml:7: target web: strategy: "blue-green": needs the router: set service or ingress`}},
 		{"rollout timeout over the budget", "targets:\n  - name: web" + good + "\n    strategy: blue-green\n    service: web\n    rolloutTimeout: 9m\n", []string{
 			`targets.yaml:9: target web: rolloutTimeout: "9m": is too long: an event may then take 10m0s (1m0s to connect and patch, plus rolloutTimeout), over 540s, the longest --timeout of an event-driven function; set at most 8m0s`}},
+		{"scale-down delay without scaling down", "targets:\n  - name: web" + good + "\n    strategy: blue-green\n    service: web\n    scaleDownDelay: 1m\n", []string{
+			"targets.yaml:9: target web: scaleDownDelay: is used only with scaleDownOld: true (nothing is scaled down otherwise)"}},
+		{"scale-down delay over the budget", "targets:\n  - name: web" + good + "\n    strategy: blue-green\n    ingress: web\n    scaleDownOld: true\n    rolloutTimeout: 7m\n", []string{
+			"targets.yaml:10: target web: rolloutTimeout: 7m0s plus scaleDownDelay 2m0s is too long: an event may then take 10m0s (1m0s to connect and patch, plus rolloutTimeout, plus scaleDownDelay), over 540s, the longest --timeout of an event-driven function; keep rolloutTimeout + scaleDownDelay at most 8m0s"}},
 		{"GKE cluster incomplete", "targets:\n  - name: web\n    image: web\n    cluster: {name: prod}\n    deployment: web\n    container: web\n", []string{
 			"targets.yaml:4: target web: cluster.project: is required with cluster.name",
 			"targets.yaml:4: target web: cluster.location: is required with cluster.name"}},

@@ -42,6 +42,11 @@ type Target struct {
 	RolloutTimeout time.Duration
 	// ScaleDownOld scales the colour traffic left to 0 after a switch.
 	ScaleDownOld bool
+	// ScaleDownDelay, with ScaleDownOld, is how long the colour traffic left
+	// keeps running after the switch, for the requests still in flight to
+	// it while the router change spreads: DefaultServiceScaleDownDelay or
+	// DefaultIngressScaleDownDelay unless set. It is 0 without ScaleDownOld.
+	ScaleDownDelay time.Duration
 }
 
 // Strategy names how a release reaches traffic.
@@ -64,6 +69,14 @@ const (
 	DefaultNamespace = "default"
 	// DefaultRolloutTimeout is the rollout timeout when none is set.
 	DefaultRolloutTimeout = 5 * time.Minute
+	// DefaultServiceScaleDownDelay is the scale-down delay when none is set
+	// with a Service router: a selector change reaches every node's proxy
+	// within seconds (Argo Rollouts waits 30s by default too).
+	DefaultServiceScaleDownDelay = 30 * time.Second
+	// DefaultIngressScaleDownDelay is the scale-down delay when none is set
+	// with an Ingress router: GKE's load balancer takes one to several
+	// minutes to apply a backend change.
+	DefaultIngressScaleDownDelay = 2 * time.Minute
 )
 
 // The bounds of one event's work.
@@ -79,12 +92,17 @@ const (
 
 // Budget is how long one event's cluster work for t may take:
 // RollingBudget, plus RolloutTimeout with blue-green, which waits for the
-// idle colour. Build rejects a target whose Budget is over MaxBudget.
+// idle colour, plus ScaleDownDelay when the old colour is scaled down after
+// the switch. Build rejects a target whose Budget is over MaxBudget.
 func (t Target) Budget() time.Duration {
-	if t.Strategy == BlueGreen {
-		return RollingBudget + t.RolloutTimeout
+	if t.Strategy != BlueGreen {
+		return RollingBudget
 	}
-	return RollingBudget
+	budget := RollingBudget + t.RolloutTimeout
+	if t.ScaleDownOld {
+		budget += t.ScaleDownDelay
+	}
+	return budget
 }
 
 // Where is the Deployment's place in one phrase:

@@ -50,7 +50,8 @@ type Report struct {
 	Status    string
 	// Image is the image deployed, or that would have been.
 	Image string
-	// Previous is the image the target ran before.
+	// Previous is the image the target ran before, when the outcome is not
+	// Failed.
 	Previous string
 	Target   string
 	Outcome  rollout.Outcome
@@ -198,11 +199,10 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		res, err = rollout.Rolling(ctx, client, h.rollingTarget(), release, rollout.Options{DryRun: h.cfg.DryRun})
 	}
 	h.conn.Forget(err)
-	rep.Previous = res.Previous
 	if err != nil {
-		return fail(err)
+		return fail(err) // The Result means nothing with an error.
 	}
-	rep.Outcome, rep.Reason = res.Outcome, res.Reason
+	rep.Outcome, rep.Reason, rep.Previous = res.Outcome, res.Reason, res.Previous
 	if h.cfg.DryRun {
 		rep.Patch = string(res.Patch)
 	}
@@ -266,8 +266,8 @@ func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
 }
 
 func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
-	return rollout.BlueGreenOptions{Timeout: h.t.RolloutTimeout, ScaleDownOld: h.t.ScaleDownOld, DryRun: h.cfg.DryRun,
-		ClaimExpiry: h.t.Budget()}
+	return rollout.BlueGreenOptions{Timeout: h.t.RolloutTimeout, ScaleDownOld: h.t.ScaleDownOld, ScaleDownDelay: h.t.ScaleDownDelay,
+		DryRun: h.cfg.DryRun, ClaimExpiry: h.t.Budget()}
 }
 
 // pushed lists a build's pushed image names, for a skip reason.

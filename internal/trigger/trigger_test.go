@@ -253,6 +253,8 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 	}{
 		{nil, target.RollingBudget},
 		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget + 3*time.Minute},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "45s"},
+			target.RollingBudget + 3*time.Minute + 45*time.Second},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
@@ -387,9 +389,11 @@ func TestHandleBlueGreen(t *testing.T) {
 		previous  string
 	}{
 		{"switches once the idle colour is available", "blue", available, rollout.Deployed,
-			"switched service web from blue to green after web-green became available (2/2)", false, "green", webRepo + ":initial"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out`, false, "green", webRepo + ":initial"},
+		// A failure's report has no previous image: only a Result says what
+		// ran, and a Result comes only without an error.
 		{"a release past its progress deadline is not switched to", "blue", deadline, rollout.Failed,
-			"release exceeded its progress deadline: web-green made no progress", false, "blue", webRepo + ":initial"},
+			`deployment "web-green" exceeded its progress deadline`, false, "blue", ""},
 		{"a router on neither colour", "canary", available, rollout.Failed,
 			`router points at no single colour: service default/web selects version="canary"`, false, "canary", ""},
 	}
@@ -433,7 +437,7 @@ func TestRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial" +
+	want := `rolled back service web from green to blue after deployment "web-blue" successfully rolled out; it runs ` + webRepo + ":initial" +
 		"; took over the expired claim onnewimage.dev/deploying=\"" + stale + "\" on service web (older than 6m0s, the longest an event may take: the invocation that made it is gone)"
 	if res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, want deployed %q", res.Outcome, res.Reason, want)
