@@ -59,6 +59,10 @@ var singleTarget = []string{
 // an operator changes it.
 var ErrInvalid = errors.New("invalid configuration")
 
+// ErrNoTarget is wrapped by Config.Target's error: the name given does not
+// pick one target.
+var ErrNoTarget = errors.New("no such target")
+
 // Error is Load's error: every problem found. It wraps ErrInvalid.
 type Error struct {
 	// Problems are the problems, one sentence each, in the order found (a
@@ -200,3 +204,30 @@ func Resolve(path string) string {
 	}
 	return path
 }
+
+// Target returns the target named name. An empty name picks the one target
+// of a configuration that has exactly one. The error wraps ErrNoTarget and
+// lists the names to choose from.
+func (c Config) Target(name string) (target.Target, error) {
+	var names []string
+	for _, t := range c.Targets {
+		if t.Name == name || (name == "" && len(c.Targets) == 1) {
+			return t, nil
+		}
+		names = append(names, t.Name)
+	}
+	source := c.TargetsFile
+	if source == "" {
+		source = "the single-target variables"
+	}
+	if name == "" {
+		return target.Target{}, noTarget(fmt.Sprintf("%s has %d targets: name one of %s", source, len(names), strings.Join(names, ", ")))
+	}
+	return target.Target{}, noTarget(fmt.Sprintf("no target %q in %s: name one of %s", name, source, strings.Join(names, ", ")))
+}
+
+// noTarget is Config.Target's error.
+type noTarget string
+
+func (e noTarget) Error() string { return string(e) }
+func (e noTarget) Unwrap() error { return ErrNoTarget }

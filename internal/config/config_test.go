@@ -496,3 +496,47 @@ func TestSingleTargetVariables(t *testing.T) {
 		t.Errorf("single-target variables (-want +got):\n%s", diff)
 	}
 }
+
+func TestTarget(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "targets.yaml")
+	write(t, path, "targets:\n"+
+		"  - {name: a, image: web, cluster: {kubeconfig: /k}, deployment: a, container: web}\n"+
+		"  - {name: b, image: web, cluster: {kubeconfig: /k}, deployment: b, container: web}\n")
+	file, err := Load(env(map[string]string{"TARGETS": path}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	variables, err := Load(env(valid()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		c      Config
+		target string
+		want   string // The target's deployment, or the error.
+	}{
+		{"one of several", file, "b", "b"},
+		{"the first of several", file, "a", "a"},
+		{"several, none named", file, "", path + " has 2 targets: name one of a, b"},
+		{"an unknown name", file, "c", `no target "c" in ` + path + ": name one of a, b"},
+		{"the one target, unnamed", variables, "", "web"},
+		{"the one target, named", variables, "default", "web"},
+		{"the variables, another name", variables, "web", `no target "web" in the single-target variables: name one of default`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tg, err := tt.c.Target(tt.target)
+			got := tg.Deployment
+			if err != nil {
+				got = err.Error()
+				if !errors.Is(err, ErrNoTarget) {
+					t.Errorf("Target(%q) = %v, want ErrNoTarget", tt.target, err)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Target(%q) (-want +got):\n%s", tt.target, diff)
+			}
+		})
+	}
+}

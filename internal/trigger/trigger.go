@@ -82,6 +82,8 @@ type Handler struct {
 	t    target.Target
 	conn Connector
 	now  func() time.Time
+	// opts are the options New was given.
+	opts Options
 }
 
 // Options adjust a Handler.
@@ -97,7 +99,7 @@ type Options struct {
 // New returns a Handler for cfg. It connects to nothing: the cluster
 // connection is made on the first event that needs it.
 func New(cfg config.Config, opts Options) *Handler {
-	h := &Handler{cfg: cfg, conn: opts.Connector, now: opts.Now}
+	h := &Handler{cfg: cfg, conn: opts.Connector, now: opts.Now, opts: opts}
 	if len(cfg.Targets) == 1 {
 		h.t = cfg.Targets[0]
 	}
@@ -209,15 +211,23 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	return rep, nil
 }
 
-// Rollback takes the configured target back to the release before the live
-// one: a blue-green target's router goes back to the colour traffic left at
-// the last switch (see rollout.Rollback); a rolling target's Deployment goes
-// back to its previous revision, as `kubectl rollout undo` does (see
-// rollout.Undo). Either way the build taken out is not deployed again by a
-// redelivery.
-func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
-	if err := h.one(); err != nil {
+// Rollback takes the target named name (with one target, "" names it) back
+// to the release before the live one: a blue-green target's router goes back
+// to the colour traffic left at the last switch (see rollout.Rollback); a
+// rolling target's Deployment goes back to its previous revision, as
+// `kubectl rollout undo` does (see rollout.Undo). Either way the build taken
+// out is not deployed again by a redelivery. A name that picks no target is
+// an error wrapping config.ErrNoTarget, and nothing is done.
+func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, error) {
+	t, err := h.cfg.Target(name)
+	if err != nil {
 		return rollout.Result{}, err
+	}
+	if len(h.cfg.Targets) > 1 {
+		// A Handler for the one target named, connected to its cluster.
+		cfg := h.cfg
+		cfg.Targets = []target.Target{t}
+		h = New(cfg, h.opts)
 	}
 	client, err := h.conn.Clientset(ctx)
 	if err != nil {

@@ -433,7 +433,7 @@ func TestRollback(t *testing.T) {
 	router.Annotations = map[string]string{rollout.AnnotationDeploying: stale}
 	cs := fake.NewClientset(router, colourDeployment("blue", "initial", available), colourDeployment("green", "newer", available))
 	cfg := testConfig(t, map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"})
-	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background())
+	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background(), "")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,10 +466,62 @@ func TestRollbackRolling(t *testing.T) {
 	if err != nil {
 		t.Fatalf("LoadTarget without IMAGE: %v", err)
 	}
-	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background())
+	res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background(), "")
 	want := "rolled web back from revision 2 (no recorded build) to revision 1 (no recorded build); it runs " + webRepo + ":v1"
 	if err != nil || res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, %v; want deployed %q", res.Outcome, res.Reason, err, want)
+	}
+}
+
+// TestRollbackOneOfSeveralTargets checks that Rollback acts on the target
+// named, and on nothing when no name, or an unknown one, picks a target.
+func TestRollbackOneOfSeveralTargets(t *testing.T) {
+	available := appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 2, UpdatedReplicas: 2, AvailableReplicas: 2}
+	cfg := fileConfig(t, webTarget+
+		"  - {name: web-prod, image: "+webRepo+", cluster: {kubeconfig: /k}, deployment: web, container: web, strategy: blue-green, service: web}\n")
+	tests := []struct {
+		target string
+		want   string // The outcome and reason, or the error.
+		live   string // The colour the router selects afterwards.
+	}{
+		{"web-prod", "deployed: rolled back service web from green to blue after deployment \"web-blue\" successfully rolled out; it runs " + webRepo + ":initial", "blue"},
+		{"", cfg.TargetsFile + " has 2 targets: name one of web, web-prod", "green"},
+		{"prod", `no target "prod" in ` + cfg.TargetsFile + ": name one of web, web-prod", "green"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.target, func(t *testing.T) {
+			cs := fake.NewClientset(routerService("green"), colourDeployment("blue", "initial", available), colourDeployment("green", "newer", available))
+			res, err := New(cfg, Options{Connector: &connector{client: cs}}).Rollback(context.Background(), tt.target)
+			got := fmt.Sprintf("%s: %s", res.Outcome, res.Reason)
+			if err != nil {
+				got = err.Error()
+				if !errors.Is(err, config.ErrNoTarget) {
+					t.Errorf("Rollback(%q) = %v, want config.ErrNoTarget", tt.target, err)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Rollback(%q) (-want +got):\n%s", tt.target, diff)
+			}
+			svc, err := cs.CoreV1().Services("default").Get(context.Background(), "web", metav1.GetOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := svc.Spec.Selector["version"]; got != tt.live {
+				t.Errorf("service selects version=%s, want %s", got, tt.live)
+			}
+		})
+	}
+}
+
+// TestRollbackConnectsToTheTargetsCluster checks that Rollback reaches the
+// cluster of the target named, not another target's.
+func TestRollbackConnectsToTheTargetsCluster(t *testing.T) {
+	dir := t.TempDir()
+	cfg := fileConfig(t, "  - {name: a, image: web, cluster: {kubeconfig: "+dir+"/a}, deployment: web, container: web}\n"+
+		"  - {name: b, image: web, cluster: {kubeconfig: "+dir+"/b}, deployment: web, container: web}\n")
+	_, err := New(cfg, Options{}).Rollback(context.Background(), "b")
+	if err == nil || !strings.Contains(err.Error(), "loading kubeconfig "+dir+"/b:") {
+		t.Errorf("Rollback(b) = %v, want it loading b's kubeconfig", err)
 	}
 }
 
