@@ -2,16 +2,19 @@
 // way kubectl and gcloud gather theirs:
 //
 //	onnewimage check [-env-file FILE] [TARGETS_FILE]
+//	onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]
 //
 // Run onnewimage -h for the list, and onnewimage COMMAND -h for one.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
 	"text/tabwriter"
 
@@ -19,6 +22,7 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/target"
+	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
 func main() {
@@ -34,14 +38,19 @@ type command struct {
 // commands are the subcommands, listed by group in this order.
 var commands = []command{
 	{"check", "Configuration", "Validate a targets file, or the variables, without touching any cluster", check},
+	{"rollback", "Release", "Take a target back to the release before the live one", rollback},
 }
 
 // Exit codes.
 const (
 	exitOK      = 0
-	exitInvalid = 1 // The configuration checked is invalid.
-	exitUsage   = 2 // The command line is.
+	exitInvalid = 1 // The configuration is invalid, or the command failed.
+	exitUsage   = 2 // The command line is wrong.
 )
+
+// triggerOptions are the options of the Handler rollback uses; tests give it
+// a Connector to a fake cluster.
+var triggerOptions trigger.Options
 
 // run runs the command line args (without the program's name) and returns
 // the exit code.
@@ -189,4 +198,97 @@ func readEnvFile(path string) (func(string) string, error) {
 		return nil, fmt.Errorf("%s: not a map of variables to strings: %s", path, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
 	return func(name string) string { return values[name] }, nil
+}
+
+// rollback takes one target back to the release before the live one, and
+// prints one line saying what it did.
+func rollback(name string, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	envFile := fs.String("env-file", "", "read the variables from this gcloud --env-vars-file (as deployed) instead of the environment")
+	timeout := fs.Duration("timeout", 0, "blue-green: how long to wait for the previous colour to become available (default the target's rolloutTimeout, or ROLLOUT_TIMEOUT)")
+	dryRun := fs.Bool("dry-run", false, "have the API server validate the writes without persisting them")
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), `Usage: onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]
+
+Take TARGET back to the release before the live one, and print one line
+saying what was done (OUTCOME: REASON). The build taken out is not deployed
+again when its event is delivered again; a newer build is.
+
+The targets are the function's: the targets file TARGETS names, or the
+single-target variables (one target, "default"; IMAGE not needed), read from
+the environment or -env-file. TARGET may be omitted when there is one.
+onnewimage check lists them, and where each lives.
+
+blue-green: switch the router back to the colour traffic left at the last
+switch, once that colour is fully rolled out (scaled back up first if it was
+scaled down). The switch is a compare-and-set on the router: if it changed
+since it was read, nothing is switched. With scaleDownOld the colour left is
+scaled to 0 after scaleDownDelay; an interrupt during that wait leaves it
+running.
+
+rolling: what kubectl rollout undo does: the Deployment gets its previous
+revision's pod template and release annotations back, in one compare-and-set.
+It lists ReplicaSets, so run it with an operator's identity, not the
+function's.
+
+Exit 0 once done, 1 if the configuration is invalid or the rollback failed,
+2 if the command line is wrong (an unknown TARGET, or none among several).
+
+Examples:
+  onnewimage rollback
+  TARGETS=targets.yaml onnewimage rollback -timeout 5m web-prod
+  onnewimage rollback -env-file=env.yaml -dry-run
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	if fs.NArg() > 1 {
+		fmt.Fprintln(stderr, "onnewimage rollback: give at most one target")
+		fs.Usage()
+		return exitUsage
+	}
+	fail := func(code int, err error) int {
+		fmt.Fprintf(stderr, "onnewimage rollback: %v\n", err)
+		return code
+	}
+	if *envFile != "" {
+		var err error
+		if getenv, err = readEnvFile(*envFile); err != nil {
+			return fail(exitInvalid, err)
+		}
+	}
+	cfg, err := config.LoadTarget(getenv)
+	if err != nil {
+		return fail(exitInvalid, err)
+	}
+	cfg.DryRun = cfg.DryRun || *dryRun
+	if *timeout > 0 {
+		for i := range cfg.Targets {
+			cfg.Targets[i].RolloutTimeout = *timeout
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	res, err := trigger.New(cfg, triggerOptions).Rollback(ctx, fs.Arg(0))
+	switch {
+	case errors.Is(err, config.ErrNoTarget):
+		return fail(exitUsage, err)
+	case err != nil:
+		return fail(exitInvalid, err)
+	}
+	fmt.Fprintf(stdout, "%s: %s\n", res.Outcome, res.Reason)
+	return exitOK
 }

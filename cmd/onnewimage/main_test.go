@@ -91,6 +91,12 @@ func TestUsage(t *testing.T) {
 		{[]string{"check", "-h"}, 0, "Usage: onnewimage check [-env-file FILE] [TARGETS_FILE]", ""},
 		{[]string{"check", "-x"}, 2, "", "flag provided but not defined: -x"},
 		{[]string{"check", "a.yaml", "b.yaml"}, 2, "", "onnewimage check: give one targets file, or -env-file, or neither"},
+		{[]string{"-h"}, 0, "  rollback   Take a target back to the release before the live one", ""},
+		{[]string{"-h"}, 0, "Release commands:", ""},
+		{[]string{"rollback", "-h"}, 0, "Usage: onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]", ""},
+		{[]string{"rollback", "--help"}, 0, "Exit 0 once done, 1 if the configuration is invalid or the rollback failed,", ""},
+		{[]string{"rollback", "-timeout=soon"}, 2, "", `invalid value "soon" for flag -timeout`},
+		{[]string{"rollback", "web-staging", "web-prod"}, 2, "", "onnewimage rollback: give at most one target"},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

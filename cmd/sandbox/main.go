@@ -134,10 +134,10 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
 		return err
 	}
-	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web go run ./cmd/rollback", kubeconfig)
+	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web go run ./cmd/onnewimage rollback", kubeconfig)
 	if blueGreen {
 		step("rollback: %s", rollback)
-		out, err := sb.Run(ctx, "rollback", map[string]string{"KUBECONFIG": kubeconfig, "CLUSTER": "", "STRATEGY": "blue-green", "SERVICE": "web"})
+		out, err := sb.Run(ctx, "onnewimage", map[string]string{"KUBECONFIG": kubeconfig, "CLUSTER": "", "STRATEGY": "blue-green", "SERVICE": "web"}, "rollback")
 		fmt.Printf("  %s", out)
 		if err != nil {
 			return err

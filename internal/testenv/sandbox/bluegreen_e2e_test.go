@@ -370,7 +370,7 @@ func TestE2EBlueGreenRollback(t *testing.T) {
 	}
 	h := record(ctx, t, sb)
 
-	out, err := sb.Run(ctx, "rollback", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "ROLLOUT_TIMEOUT": "1m"})
+	out, err := sb.Run(ctx, "onnewimage", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "ROLLOUT_TIMEOUT": "1m"}, "rollback")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,9 +507,9 @@ func TestE2EBlueGreenScaleDownDelay(t *testing.T) {
 func TestE2EBlueGreenRollbackWithinScaleDownDelay(t *testing.T) {
 	sb, ctx := blueGreen(t, "service", map[string]string{"SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "20s"})
 	rollbackEnv := map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "1m"}
-	// Build cmd/rollback now (go run caches it), so that the rollback below
-	// takes seconds, well within the delay.
-	if out, err := sb.Run(ctx, "rollback", rollbackEnv, "-dry-run"); err != nil {
+	// Build cmd/onnewimage now (sb.Run builds it once), so that the rollback
+	// below takes seconds, well within the delay.
+	if out, err := sb.Run(ctx, "onnewimage", rollbackEnv, "rollback", "-dry-run"); err != nil {
 		t.Fatal(err)
 	} else {
 		t.Logf("rollback -dry-run said: %s", out)
@@ -522,7 +522,7 @@ func TestE2EBlueGreenRollbackWithinScaleDownDelay(t *testing.T) {
 	}
 	waitRouted(ctx, t, sb, green)
 
-	out, err := sb.Run(ctx, "rollback", rollbackEnv)
+	out, err := sb.Run(ctx, "onnewimage", rollbackEnv, "rollback")
 	if err != nil {
 		t.Fatal(err)
 	}

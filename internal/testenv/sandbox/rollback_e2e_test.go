@@ -73,7 +73,7 @@ func TestE2ERollingRollbackSticks(t *testing.T) {
 
 	// Our command does what kubectl rollout undo does, with the operator's
 	// identity, and prints one line.
-	out, err := sb.Run(ctx, "rollback", asOperator(sb, map[string]string{"STRATEGY": "rolling", "IMAGE": ""}))
+	out, err := sb.Run(ctx, "onnewimage", asOperator(sb, map[string]string{"STRATEGY": "rolling", "IMAGE": ""}), "rollback")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -189,7 +189,7 @@ func TestE2EBlueGreenRollbackTakesOverAStaleClaim(t *testing.T) {
 	env := map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "1m"}
 
 	claim(time.Now())
-	out, err := sb.Run(ctx, "rollback", env)
+	out, err := sb.Run(ctx, "onnewimage", env, "rollback")
 	if err == nil || !strings.Contains(string(out), "a release may be on its way") {
 		t.Errorf("rollback with a fresh claim: %v %s, want it refused", err, out)
 	}
@@ -198,7 +198,7 @@ func TestE2EBlueGreenRollbackTakesOverAStaleClaim(t *testing.T) {
 	}
 
 	claim(time.Now().Add(-time.Hour))
-	out, err = sb.Run(ctx, "rollback", env)
+	out, err = sb.Run(ctx, "onnewimage", env, "rollback")
 	if err != nil {
 		t.Fatal(err)
 	}
