@@ -35,7 +35,7 @@ var (
 	// ErrDuplicateKey means a JSON object names a key twice, which decoders
 	// resolve differently (encoding/json keeps the last, others the first).
 	ErrDuplicateKey = errors.New("duplicated JSON key")
-	// ErrMismatch means the message attributes and the build disagree.
+	// ErrMismatch means the status attribute and the build disagree.
 	ErrMismatch = errors.New("message attributes disagree with the build")
 )
 
@@ -115,16 +115,13 @@ func DecodeMessage(data []byte) (Message, error) {
 	return msg, nil
 }
 
-// Check reports, wrapping ErrMismatch, a message whose attributes disagree
-// with its build: a status or buildId attribute other than the build's.
-// Cloud Build sets both from the build it publishes; an absent attribute
+// Check reports, wrapping ErrMismatch, a message whose status attribute is
+// not its build's status. Cloud Build sets it from the build it publishes, so
+// a disagreement is a message written by someone else; an absent attribute
 // leaves the build to decide.
 func (m Message) Check(b *cloudbuildpb.Build) error {
 	if s, ok := m.Attributes["status"]; ok && s != b.GetStatus().String() {
 		return fmt.Errorf("%w: %w: status attribute %q, build status %s", ErrMalformed, ErrMismatch, s, b.GetStatus())
-	}
-	if id, ok := m.Attributes["buildId"]; ok && id != b.GetId() {
-		return fmt.Errorf("%w: %w: buildId attribute %q, build id %q", ErrMalformed, ErrMismatch, id, b.GetId())
 	}
 	return nil
 }
