@@ -142,24 +142,28 @@ func TestDecodeMessageRejects(t *testing.T) {
 	}
 }
 
-// FuzzDecode checks that no input makes the decoders panic.
+// FuzzDecode checks that no input makes the decoders panic. It is seeded
+// with every sample in testdata, as it is and wrapped in an envelope.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"message":{"data":"e30=","attributes":{"status":"SUCCESS"}}}`))
-	f.Add(readSampleF(f, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "*", "*"))
+	if err != nil || len(files) == 0 {
+		f.Fatalf("samples: %v, %v", files, err)
+	}
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+		f.Add([]byte(`{"message":{"data":"` + base64.StdEncoding.EncodeToString(raw) + `","attributes":{"status":"SUCCESS"}}}`))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := DecodeMessage(b); err == nil {
 			DecodeBuild(m.Data) // Only panics matter here.
 		}
 		DecodeBuild(b) // Only panics matter here.
 	})
-}
-
-func readSampleF(f *testing.F, name string) []byte {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "cloudbuild", name))
-	if err != nil {
-		f.Fatal(err)
-	}
-	return raw
 }
 
 // envelopeOf is a messagePublished envelope whose message.data is data, as
