@@ -16,6 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/onnewimage/onnewimage/internal/config"
+	tgt "github.com/onnewimage/onnewimage/internal/target"
 )
 
 // readCloudBuild decodes cloudbuild.yaml strictly as a Build message: an
@@ -64,7 +65,8 @@ func resolvedDeploy(t *testing.T, b *cloudbuildpb.Build) []string {
 }
 
 // TestCloudBuildConfig checks that cloudbuild.yaml has the Build message's
-// schema (no unknown field anywhere), that it tests and builds the upload
+// schema (no unknown field anywhere), that it checks the configuration it
+// deploys (onnewimage check), tests, and builds the upload
 // (TestUploadBuildsAndServes) before it deploys, and
 // that its substitutions are exactly those it uses, each with a default.
 // TestREADMEDeployIsTheCloudBuildDeploy checks the deploy step itself.
@@ -74,6 +76,12 @@ func TestCloudBuildConfig(t *testing.T) {
 	var ids []string
 	for _, s := range b.GetSteps() {
 		ids = append(ids, s.GetId())
+		if s.GetId() == "check" {
+			// The configuration deployed, checked before anything else.
+			if diff := cmp.Diff([]string{"run", "./cmd/onnewimage", "check", "-env-file=${_ENV_FILE}"}, s.GetArgs()); diff != "" {
+				t.Errorf("check step args (-want +got):\n%s", diff)
+			}
+		}
 		if s.GetId() == "upload" {
 			// -short skips it.
 			if diff := cmp.Diff([]string{"test", "-count=1", "-run=^TestUploadBuildsAndServes$", "."}, s.GetArgs()); diff != "" {
@@ -81,7 +89,7 @@ func TestCloudBuildConfig(t *testing.T) {
 			}
 		}
 	}
-	if diff := cmp.Diff([]string{"vet", "test", "upload", "deploy"}, ids); diff != "" {
+	if diff := cmp.Diff([]string{"check", "vet", "test", "upload", "deploy"}, ids); diff != "" {
 		t.Errorf("steps, in order (-want +got):\n%s", diff)
 	}
 	used := map[string]bool{}
@@ -217,7 +225,7 @@ func TestDeployCarriesEverySetting(t *testing.T) {
 	for k, v := range values {
 		bg[k] = v
 	}
-	bg["STRATEGY"], bg["SERVICE"], bg["INGRESS"] = string(config.BlueGreen), "web", ""
+	bg["STRATEGY"], bg["SERVICE"], bg["INGRESS"] = string(tgt.BlueGreen), "web", ""
 	names := settingNames(t, values, bg)
 	documented := configurationTable(t)
 	for _, name := range names {
@@ -309,7 +317,7 @@ func TestREADMEDeployIsTheCloudBuildDeploy(t *testing.T) {
 		"--entry-point":   "onNewImage",
 		"--trigger-topic": "cloud-builds",
 		"--retry":         "",
-		"--timeout":       fmt.Sprintf("%.0fs", config.MaxBudget.Seconds()),
+		"--timeout":       fmt.Sprintf("%.0fs", tgt.MaxBudget.Seconds()),
 		"--env-vars-file": "env.yaml",
 	}
 	for _, got := range []struct {

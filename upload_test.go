@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"go/parser"
 	"go/token"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -38,8 +39,10 @@ const (
 // copies what gcloud uploads (everything .gcloudignore does not exclude),
 // generates the main the buildpack generates (a blank import of the
 // function's package, served by the functions framework), builds it against
-// the committed go.mod and go.sum with no module download, starts it with
-// env.yaml's configuration, and has it answer one event. An ignore rule that
+// the committed go.mod and go.sum with no module download, starts it in the
+// directory above the source as Cloud Functions does, with env.yaml's
+// configuration and then with a relative TARGETS naming a targets file in the
+// source, and has it answer one event each time. An ignore rule that
 // drops a needed file, function code importing test-only code, or a go.sum
 // gap fails here instead of in the first production deploy.
 func TestUploadBuildsAndServes(t *testing.T) {
@@ -48,20 +51,64 @@ func TestUploadBuildsAndServes(t *testing.T) {
 	}
 	b, _ := readCloudBuild(t)
 	deploy, _ := flags(resolvedDeploy(t, b))
-	src := stageUpload(t, filepath.Join(t.TempDir(), uploadDir))
+	workspace := t.TempDir()
+	src := stageUpload(t, filepath.Join(workspace, uploadDir))
 	writeMain(t, src)
 	bin := buildOffline(t, src)
-
-	values, _ := readEnvFile(t, deploy["--env-vars-file"])
-	fn := startUploaded(t, bin, deploy["--entry-point"], values)
-
 	build := sample(t, "cloudbuild-build-QUEUED.kazuhito-m.json")
+	want := map[string]any{
+		"severity": "INFO", "buildId": buildID(build), "status": "QUEUED",
+		"outcome": "skipped", "reason": "build status is QUEUED, not SUCCESS",
+	}
+
+	t.Run("env.yaml", func(t *testing.T) {
+		values, _ := readEnvFile(t, deploy["--env-vars-file"])
+		fn := startUploaded(t, bin, workspace, deploy["--entry-point"], values)
+		got := fn.deliver(t, build)
+		delete(got, "target")
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("the uploaded function's log line (-want +got):\n%s", diff)
+		}
+	})
+
+	// A targets file committed with the source, named by a relative TARGETS:
+	// the function finds it where the buildpack moved the source, although
+	// its working directory is the one above.
+	t.Run("a relative TARGETS", func(t *testing.T) {
+		if err := os.WriteFile(filepath.Join(src, "targets.yaml"), []byte(`targets:
+  - name: shipped
+    image: us-docker.pkg.dev/demo-project/apps/web
+    cluster: {project: demo-project, location: us-central1, name: prod}
+    namespace: shipped-with-the-source
+    deployment: web
+    container: web
+`), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Stat(filepath.Join(workspace, "targets.yaml")); err == nil {
+			t.Fatal("the working directory holds a targets.yaml: the test would not show where TARGETS is read")
+		}
+		fn := startUploaded(t, bin, workspace, deploy["--entry-point"], map[string]string{"TARGETS": "targets.yaml"})
+		got := fn.deliver(t, build)
+		want := maps.Clone(want)
+		want["target"] = "shipped-with-the-source/web:web"
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("the uploaded function's log line (-want +got):\n%s", diff)
+		}
+	})
+}
+
+// deliver sends build's message to the function as Eventarc pushes a
+// Pub/Sub message, and returns the keys of interest of the log line it
+// writes.
+func (f *uploaded) deliver(t *testing.T, build []byte) map[string]any {
+	t.Helper()
 	published := time.Now()
 	body, err := json.Marshal(envelope(build, "QUEUED", published))
 	if err != nil {
 		t.Fatal(err)
 	}
-	req, err := http.NewRequest(http.MethodPost, fn.url, bytes.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, f.url, bytes.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,18 +127,12 @@ func TestUploadBuildsAndServes(t *testing.T) {
 	if resp.StatusCode != http.StatusOK {
 		t.Errorf("the uploaded function answered %s, want 200 OK", resp.Status)
 	}
-	line := fn.logLine(t)
+	line := f.logLine(t)
 	got := map[string]any{}
-	for _, k := range []string{"severity", "buildId", "status", "outcome", "reason"} {
+	for _, k := range []string{"severity", "buildId", "status", "outcome", "reason", "target"} {
 		got[k] = line[k]
 	}
-	want := map[string]any{
-		"severity": "INFO", "buildId": buildID(build), "status": "QUEUED",
-		"outcome": "skipped", "reason": "build status is QUEUED, not SUCCESS",
-	}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("the uploaded function's log line (-want +got):\n%s\nline: %v", diff, line)
-	}
+	return got
 }
 
 // stageUpload copies the files gcloud would upload from the repository into
@@ -222,10 +263,11 @@ type uploaded struct {
 	lines chan map[string]any
 }
 
-// startUploaded runs bin as Cloud Functions runs a function: configured by
-// values, on PORT, with FUNCTION_TARGET naming the entry point. It waits
-// until it listens.
-func startUploaded(t *testing.T, bin, entryPoint string, values map[string]string) *uploaded {
+// startUploaded runs bin as Cloud Functions runs a function: in the
+// directory that holds the source (uploadDir), configured by values, on
+// PORT, with FUNCTION_TARGET naming the entry point. It waits until it
+// listens.
+func startUploaded(t *testing.T, bin, workspace, entryPoint string, values map[string]string) *uploaded {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -236,6 +278,7 @@ func startUploaded(t *testing.T, bin, entryPoint string, values map[string]strin
 	_, port, _ := net.SplitHostPort(addr)
 
 	cmd := exec.Command(bin)
+	cmd.Dir = workspace
 	cmd.Env = []string{"PORT=" + port, "FUNCTION_TARGET=" + entryPoint, "K_SERVICE=onnewimage"}
 	for k, v := range values {
 		cmd.Env = append(cmd.Env, k+"="+v)

@@ -145,7 +145,7 @@ func TestREADMEExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `"image":"` + cfg.Image.String() + `:latest@sha256:`
+	want := `"image":"` + cfg.Targets[0].Image.String() + `:latest@sha256:`
 	if !rep.DryRun || !strings.Contains(rep.Patch, want) {
 		t.Errorf("README example: %s %q, patch %s; want a dry-run patch to %s...", rep.Outcome, rep.Reason, rep.Patch, want)
 	}

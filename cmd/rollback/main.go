@@ -10,7 +10,9 @@
 // left at the last switch. If that colour was scaled down it is scaled up
 // first; traffic moves only once it is fully rolled out. The switch is a
 // compare-and-set on the router: if the router changed since it was read,
-// nothing is switched and rollback says so.
+// nothing is switched and rollback says so. With SCALE_DOWN_OLD=true it then
+// waits SCALE_DOWN_DELAY and scales the colour it left to 0; an interrupt
+// during that wait leaves it running.
 //
 // With STRATEGY=rolling it does what `kubectl rollout undo` does: the
 // Deployment gets its previous revision's pod template and release
@@ -42,7 +44,9 @@ func main() {
 		fail(err)
 	}
 	if *timeout > 0 {
-		cfg.RolloutTimeout = *timeout
+		for i := range cfg.Targets {
+			cfg.Targets[i].RolloutTimeout = *timeout
+		}
 	}
 	cfg.DryRun = cfg.DryRun || *dryRun
 

@@ -93,7 +93,7 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		deployments = []string{"web-blue", "web-green"}
 	}
 	for _, name := range deployments {
-		d, err := sb.WaitFor(ctx, name, rollout.RolledOut)
+		d, err := sb.WaitRolledOut(ctx, name, nil)
 		if err != nil {
 			return err
 		}
@@ -184,12 +184,18 @@ func release(ctx context.Context, sb *sandbox.Sandbox, b *cloudbuildpb.Build) er
 	}
 	last := ""
 	d, err := sb.WaitFor(ctx, sandbox.Deployment, func(d *appsv1.Deployment) bool {
-		s := fmt.Sprintf("  rollout: %d/%d updated, %d available, %d total", d.Status.UpdatedReplicas, *d.Spec.Replicas, d.Status.AvailableReplicas, d.Status.Replicas)
-		if s != last {
-			fmt.Println(s)
-			last = s
+		if !strings.HasSuffix(image(d), want) {
+			return false
 		}
-		return rollout.RolledOut(d) && strings.HasSuffix(image(d), want)
+		status, done, err := rollout.Status(d)
+		if err != nil {
+			status = err.Error()
+		}
+		if status != last {
+			fmt.Println("  rollout: " + status)
+			last = status
+		}
+		return done
 	})
 	if err != nil {
 		return err

@@ -1,101 +1,84 @@
 // Package config reads the function's settings from its environment, once
 // per instance, and reports every problem at once.
+//
+// The targets come either from the single-target variables (IMAGE,
+// DEPLOYMENT, ...: one target named "default") or from the targets file
+// TARGETS names; both are checked by target.Build. The function-wide
+// settings (MAX_EVENT_AGE, DRY_RUN, emulator hosts) are always variables.
 package config
 
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 
-	"k8s.io/apimachinery/pkg/util/validation"
-
-	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/emulator"
-	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/target"
 )
 
 // Config is the function's validated configuration.
 type Config struct {
-	// Project, Location and Cluster name the GKE cluster. Cluster is empty
-	// when Kubeconfig is used instead.
-	Project, Location, Cluster string
-	// Kubeconfig, used only when Cluster is empty, targets the file's current
-	// context (local clusters).
-	Kubeconfig string
-	// Endpoint is which of the GKE cluster's control-plane endpoints is used.
-	Endpoint cluster.Endpoint
+	// Targets are where releases go: one, named "default", from the
+	// single-target variables, or those of the targets file.
+	Targets []target.Target
+	// TargetsFile is the targets file read, its path resolved; "" when the
+	// single-target variables are used.
+	TargetsFile string
+
 	// ContainerEmulatorHost, when set, is a loopback host:port where the
 	// Container API is reached over plaintext gRPC without credentials (local
 	// runs, tests).
 	ContainerEmulatorHost string
-
-	// Namespace, Deployment and Container name what is updated.
-	Namespace, Deployment, Container string
-	// Image is the repository whose pushed digest is deployed.
-	Image image.Pattern
-
-	// Strategy is how a release reaches traffic.
-	Strategy Strategy
-	// Service or Ingress (exactly one, with the blue-green strategy) names
-	// the router that sends traffic to one colour.
-	Service, Ingress string
-	// RolloutTimeout bounds how long the blue-green strategy waits for the
-	// idle colour to become available before it gives up without switching.
-	RolloutTimeout time.Duration
-	// ScaleDownOld scales the colour traffic left to 0 after a switch.
-	ScaleDownOld bool
-
 	// MaxEventAge drops events published longer ago than this.
 	MaxEventAge time.Duration
 	// DryRun asks the API server to validate every write without persisting it.
 	DryRun bool
 }
 
-// Strategy names how a release reaches traffic.
-type Strategy string
+// DefaultMaxEventAge is MAX_EVENT_AGE when unset.
+const DefaultMaxEventAge = time.Hour
 
-// The strategies STRATEGY accepts.
-const (
-	// Rolling patches the one Deployment DEPLOYMENT; Kubernetes replaces its
-	// pods gradually.
-	Rolling Strategy = "rolling"
-	// BlueGreen deploys to the idle one of DEPLOYMENT-blue and
-	// DEPLOYMENT-green, waits until it is available, then switches the
-	// router (SERVICE or INGRESS) to it.
-	BlueGreen Strategy = "blue-green"
-)
+// SourceDir is where the Go functions-framework buildpack leaves the
+// function's source, relative to the working directory of the running
+// function. A relative TARGETS is resolved there when it exists, else
+// against the working directory (local runs from the repository's root).
+const SourceDir = "serverless_function_source_code"
 
-// Defaults of the optional settings.
-const (
-	// DefaultMaxEventAge is MAX_EVENT_AGE when unset.
-	DefaultMaxEventAge = time.Hour
-	// DefaultRolloutTimeout is ROLLOUT_TIMEOUT when unset.
-	DefaultRolloutTimeout = 5 * time.Minute
-)
-
-// The bounds of one event's work.
-const (
-	// RollingBudget bounds the cluster work of one event with the rolling
-	// strategy: connecting, reading and patching one Deployment.
-	RollingBudget = time.Minute
-	// MaxBudget is the longest an event-driven Cloud Function may run (its
-	// --timeout is at most 540s), so the longest Budget may be: past it the
-	// platform ends the invocation before the function can decide anything.
-	MaxBudget = 540 * time.Second
-)
+// singleTarget are the single-target variables, in the order a conflict
+// with TARGETS names them.
+var singleTarget = []string{
+	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "ENDPOINT", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
+	"STRATEGY", "SERVICE", "INGRESS", "ROLLOUT_TIMEOUT", "SCALE_DOWN_OLD", "SCALE_DOWN_DELAY",
+}
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
 // an operator changes it.
 var ErrInvalid = errors.New("invalid configuration")
 
+// Error is Load's error: every problem found. It wraps ErrInvalid.
+type Error struct {
+	// Problems are the problems, one sentence each, in the order found (a
+	// targets file's in the order of the file).
+	Problems []string
+}
+
+func (e *Error) Error() string {
+	return ErrInvalid.Error() + ": " + strings.Join(e.Problems, "; ")
+}
+
+func (e *Error) Unwrap() error { return ErrInvalid }
+
 // Load reads the configuration through getenv (os.Getenv in production). Its
-// error wraps ErrInvalid and names every problem found, not just the first.
+// error is an *Error naming every problem found, not just the first.
+// With TARGETS set, it reads that file (see target.Decode).
 func Load(getenv func(string) string) (Config, error) { return load(getenv, true) }
 
 // LoadTarget is Load for commands that act on the target but deploy no
-// build (rollback): IMAGE is not required.
+// build (rollback): the single-target variables need no IMAGE.
 func LoadTarget(getenv func(string) string) (Config, error) { return load(getenv, false) }
 
 func load(getenv func(string) string, needImage bool) (Config, error) {
@@ -104,73 +87,38 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 
 	c := Config{
-		Project:               get("PROJECT"),
-		Location:              get("LOCATION"),
-		Cluster:               get("CLUSTER"),
-		Kubeconfig:            get("KUBECONFIG"),
 		ContainerEmulatorHost: get("CONTAINER_EMULATOR_HOST"),
-		Namespace:             get("NAMESPACE"),
-		Deployment:            get("DEPLOYMENT"),
-		Container:             get("CONTAINER"),
-		Strategy:              Strategy(get("STRATEGY")),
-		Service:               get("SERVICE"),
-		Ingress:               get("INGRESS"),
-		RolloutTimeout:        DefaultRolloutTimeout,
 		MaxEventAge:           DefaultMaxEventAge,
 	}
-	if zone := get("ZONE"); c.Location == "" {
-		c.Location = zone
-	} else if zone != "" && zone != c.Location {
-		bad("LOCATION=%q and ZONE=%q disagree: set only one", c.Location, zone)
-	}
-	if c.Namespace == "" {
-		c.Namespace = "default"
-	}
 
-	switch {
-	case c.Cluster != "":
-		if c.Project == "" {
-			bad("PROJECT is required with CLUSTER")
+	values := map[string]string{}
+	var set []string
+	for _, name := range singleTarget {
+		if v := get(name); v != "" {
+			values[name] = v
+			set = append(set, name)
 		}
-		if c.Location == "" {
-			bad("LOCATION (or ZONE) is required with CLUSTER")
+	}
+	switch file := get("TARGETS"); {
+	case file != "" && len(set) > 0:
+		bad("TARGETS=%q and the single-target variables %s are both set: set TARGETS or those, not both",
+			file, strings.Join(set, ", "))
+	case file != "":
+		c.TargetsFile = Resolve(file)
+		targets, err := target.ReadFile(c.TargetsFile)
+		var list target.Problems
+		switch {
+		case errors.As(err, &list):
+			problems = append(problems, list...)
+		case err != nil:
+			bad("TARGETS=%q: %v", file, err)
 		}
-	case c.Kubeconfig != "":
-		// A local cluster: the kubeconfig's current context is the target.
+		c.Targets = targets
 	default:
-		bad("CLUSTER is required (or KUBECONFIG, to target a local cluster)")
-	}
-	if raw := get("ENDPOINT"); raw != "" && c.Cluster == "" {
-		bad("ENDPOINT=%q is used only with CLUSTER (a kubeconfig names its own server)", raw)
-	} else if e, err := cluster.ParseEndpoint(raw); err != nil {
-		bad("ENDPOINT=%v", err)
-	} else {
-		c.Endpoint = e
-	}
-
-	for _, f := range []struct {
-		name, value string
-		validate    func(string) []string
-	}{
-		{"NAMESPACE", c.Namespace, validation.IsDNS1123Label},
-		{"DEPLOYMENT", c.Deployment, validation.IsDNS1123Subdomain},
-		{"CONTAINER", c.Container, validation.IsDNS1123Label},
-	} {
-		if f.value == "" {
-			bad("%s is required", f.name)
-		} else if errs := f.validate(f.value); len(errs) > 0 {
-			bad("%s=%q: %s", f.name, f.value, strings.Join(errs, "; "))
+		t, ok := variables(values, needImage, bad)
+		if ok {
+			c.Targets = []target.Target{t}
 		}
-	}
-
-	if raw := get("IMAGE"); raw == "" {
-		if needImage {
-			bad("IMAGE is required (the repository to deploy, e.g. us-docker.pkg.dev/PROJECT/REPO/NAME)")
-		}
-	} else if p, err := image.ParsePattern(raw); err != nil {
-		bad("IMAGE: %v", err)
-	} else {
-		c.Image = p
 	}
 
 	// Emulators are reached without credentials and trusted: this machine only.
@@ -185,97 +133,70 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 		}
 	}
 
-	switch c.Strategy {
-	case "":
-		c.Strategy = Rolling
-	case Rolling, BlueGreen:
-	default:
-		bad("STRATEGY=%q is not %q or %q", c.Strategy, Rolling, BlueGreen)
-	}
-	switch {
-	case c.Strategy == BlueGreen && c.Service == "" && c.Ingress == "":
-		bad("STRATEGY=%s needs the router: set SERVICE or INGRESS", BlueGreen)
-	case c.Strategy == BlueGreen && c.Service != "" && c.Ingress != "":
-		bad("SERVICE=%q and INGRESS=%q are both set: set only one router", c.Service, c.Ingress)
-	case c.Strategy != BlueGreen && (c.Service != "" || c.Ingress != ""):
-		bad("SERVICE and INGRESS are used only with STRATEGY=%s (STRATEGY is %s)", BlueGreen, c.Strategy)
-	}
-	if c.Service != "" {
-		if errs := validation.IsDNS1035Label(c.Service); len(errs) > 0 {
-			bad("SERVICE=%q: %s", c.Service, strings.Join(errs, "; "))
-		}
-	}
-	if c.Ingress != "" {
-		if errs := validation.IsDNS1123Subdomain(c.Ingress); len(errs) > 0 {
-			bad("INGRESS=%q: %s", c.Ingress, strings.Join(errs, "; "))
-		}
-	}
-	if c.Strategy == BlueGreen && c.Deployment != "" && len(validation.IsDNS1123Subdomain(c.Deployment)) == 0 {
-		// The colours' names derive from DEPLOYMENT; the longest must be valid too.
-		if errs := validation.IsDNS1123Subdomain(c.Deployment + "-green"); len(errs) > 0 {
-			bad("DEPLOYMENT=%q: %s-green: %s", c.Deployment, c.Deployment, strings.Join(errs, "; "))
-		}
-		if c.Ingress != "" {
-			if errs := validation.IsDNS1035Label(c.Deployment + "-green-svc"); len(errs) > 0 {
-				bad("DEPLOYMENT=%q: the colour service %s-green-svc: %s", c.Deployment, c.Deployment, strings.Join(errs, "; "))
-			}
-		}
-	}
-
-	duration := func(name string, into *time.Duration) {
-		raw := get(name)
-		if raw == "" {
-			return
-		}
+	if raw := get("MAX_EVENT_AGE"); raw != "" {
 		d, err := time.ParseDuration(raw)
 		switch {
 		case err != nil:
-			bad("%s=%q is not a Go duration (e.g. 1h, 30m)", name, raw)
+			bad("MAX_EVENT_AGE=%q is not a Go duration (e.g. 1h, 30m)", raw)
 		case d <= 0:
-			bad("%s=%q must be positive", name, raw)
+			bad("MAX_EVENT_AGE=%q must be positive", raw)
 		default:
-			*into = d
+			c.MaxEventAge = d
 		}
 	}
-	boolean := func(name string, into *bool) {
-		raw := get(name)
-		if raw == "" {
-			return
-		}
+	if raw := get("DRY_RUN"); raw != "" {
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
-			bad("%s=%q is not a boolean (true or false)", name, raw)
+			bad("DRY_RUN=%q is not a boolean (true or false)", raw)
 		}
-		*into = b
-	}
-	duration("MAX_EVENT_AGE", &c.MaxEventAge)
-	duration("ROLLOUT_TIMEOUT", &c.RolloutTimeout)
-	boolean("DRY_RUN", &c.DryRun)
-	boolean("SCALE_DOWN_OLD", &c.ScaleDownOld)
-
-	if b := c.Budget(); b > MaxBudget {
-		bad("ROLLOUT_TIMEOUT=%q is too long: an event may then take %s (%s to connect and patch, plus ROLLOUT_TIMEOUT), over %.0fs, the longest --timeout of an event-driven function; set at most %s",
-			get("ROLLOUT_TIMEOUT"), b, RollingBudget, MaxBudget.Seconds(), MaxBudget-RollingBudget)
+		c.DryRun = b
 	}
 
 	if len(problems) > 0 {
-		return c, fmt.Errorf("%w: %s", ErrInvalid, strings.Join(problems, "; "))
+		return c, &Error{Problems: problems}
 	}
 	return c, nil
 }
 
-// Budget is how long one event's cluster work may take: RollingBudget, plus
-// RolloutTimeout with blue-green, which waits for the idle colour. Load
-// rejects a configuration whose Budget is over MaxBudget.
-func (c Config) Budget() time.Duration {
-	if c.Strategy == BlueGreen {
-		return RollingBudget + c.RolloutTimeout
+// variables builds the one target named "default" from the single-target
+// variables' values.
+func variables(values map[string]string, needImage bool, bad func(string, ...any)) (target.Target, bool) {
+	location := values["LOCATION"]
+	if zone := values["ZONE"]; location == "" {
+		location = zone
+	} else if zone != "" && zone != location {
+		bad("LOCATION=%q and ZONE=%q disagree: set only one", location, zone)
 	}
-	return RollingBudget
+	s := target.Settings{Name: "default", Variables: true, ImageOptional: !needImage, Values: map[target.Key]target.Value{}}
+	for _, k := range []target.Key{
+		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyEndpoint, target.KeyKubeconfig, target.KeyNamespace,
+		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,
+		target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+	} {
+		if v := values[k.Variable()]; v != "" {
+			s.Values[k] = target.Value{Text: v}
+		}
+	}
+	if location != "" {
+		s.Values[target.KeyLocation] = target.Value{Text: location}
+	}
+	t, problems := target.Build(s)
+	for _, p := range problems {
+		bad("%s", p.Variable())
+	}
+	return t, len(problems) == 0
 }
 
-// ClusterName is the Container API resource name of the GKE cluster:
-// projects/P/locations/L/clusters/C.
-func (c Config) ClusterName() string {
-	return fmt.Sprintf("projects/%s/locations/%s/clusters/%s", c.Project, c.Location, c.Cluster)
+// Resolve returns where the function finds the targets file path: path
+// itself when absolute, else path inside SourceDir when the working
+// directory holds SourceDir (a deployed function), else path relative to
+// the working directory.
+func Resolve(path string) string {
+	if filepath.IsAbs(path) {
+		return path
+	}
+	if st, err := os.Stat(SourceDir); err == nil && st.IsDir() {
+		return filepath.Join(SourceDir, path)
+	}
+	return path
 }

@@ -2,6 +2,10 @@ package config
 
 import (
 	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/onnewimage/onnewimage/internal/cluster"
+	"github.com/onnewimage/onnewimage/internal/target"
 )
 
 func env(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
@@ -25,8 +30,12 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.ClusterName(), c.Namespace, c.Image.String(), c.Image.Bare(), c.MaxEventAge, c.DryRun}
-	want := []any{"projects/demo/locations/us-central1/clusters/prod", "default", "us-docker.pkg.dev/demo/apps/web", false, time.Hour, false}
+	if len(c.Targets) != 1 {
+		t.Fatalf("Load: %d targets, want 1", len(c.Targets))
+	}
+	tg := c.Targets[0]
+	got := []any{tg.Name, tg.Line, tg.Cluster.ResourceName(), tg.Cluster.Key(), tg.Namespace, tg.Image.String(), tg.Image.Bare(), tg.When.String(), c.TargetsFile, c.MaxEventAge, c.DryRun}
+	want := []any{"default", 0, "projects/demo/locations/us-central1/clusters/prod", "projects/demo/locations/us-central1/clusters/prod@public", "default", "us-docker.pkg.dev/demo/apps/web", false, "*", "", time.Hour, false}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load (-want +got):\n%s", diff)
 	}
@@ -45,7 +54,8 @@ func TestLoadOptions(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := []any{c.Location, c.Namespace, c.MaxEventAge, c.DryRun, c.Image.Bare(), c.ContainerEmulatorHost}
+	tg := c.Targets[0]
+	got := []any{tg.Cluster.Location, tg.Namespace, c.MaxEventAge, c.DryRun, tg.Image.Bare(), c.ContainerEmulatorHost}
 	want := []any{"us-central1-a", "prod", 15 * time.Minute, true, true, "127.0.0.1:9999"}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("Load (-want +got):\n%s", diff)
@@ -57,8 +67,12 @@ func TestLoadKubeconfigInsteadOfCluster(t *testing.T) {
 	delete(e, "CLUSTER")
 	delete(e, "PROJECT")
 	e["KUBECONFIG"] = "/tmp/kubeconfig"
-	if _, err := Load(env(e)); err != nil {
+	c, err := Load(env(e))
+	if err != nil {
 		t.Fatalf("Load with KUBECONFIG and no CLUSTER: %v", err)
+	}
+	if got := c.Targets[0].Cluster; got.GKE() || got.Kubeconfig != "/tmp/kubeconfig" {
+		t.Errorf("cluster = %+v, want the kubeconfig's", got)
 	}
 }
 
@@ -85,7 +99,7 @@ func TestLoadRequiresProjectAndLocationWithCluster(t *testing.T) {
 	delete(e, "PROJECT")
 	delete(e, "LOCATION")
 	_, err := Load(env(e))
-	if err == nil || !strings.Contains(err.Error(), "PROJECT is required") || !strings.Contains(err.Error(), "LOCATION (or ZONE) is required") {
+	if err == nil || !strings.Contains(err.Error(), "PROJECT is required") || !strings.Contains(err.Error(), "LOCATION is required with CLUSTER") {
 		t.Errorf("error = %v", err)
 	}
 }
@@ -94,17 +108,23 @@ func TestLoadStrategy(t *testing.T) {
 	tests := []struct {
 		name  string
 		extra map[string]string
-		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld
+		want  []any // Strategy, Service, Ingress, RolloutTimeout, ScaleDownOld, ScaleDownDelay
 	}{
 		{"rolling by default", nil,
-			[]any{Rolling, "", "", DefaultRolloutTimeout, false}},
+			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
 		{"rolling named", map[string]string{"STRATEGY": "rolling"},
-			[]any{Rolling, "", "", DefaultRolloutTimeout, false}},
+			[]any{target.Rolling, "", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
 		{"blue-green behind a service", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"},
-			[]any{BlueGreen, "web", "", DefaultRolloutTimeout, false}},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, false, time.Duration(0)}},
+		{"blue-green behind a service, scaling down", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true"},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, true, 30 * time.Second}},
+		{"blue-green behind an ingress, scaling down", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "SCALE_DOWN_OLD": "true"},
+			[]any{target.BlueGreen, "", "web", target.DefaultRolloutTimeout, true, 2 * time.Minute}},
 		{"blue-green behind an ingress, with options", map[string]string{
-			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true"},
-			[]any{BlueGreen, "", "web.public", 90 * time.Second, true}},
+			"STRATEGY": "blue-green", "INGRESS": "web.public", "ROLLOUT_TIMEOUT": "90s", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "3m"},
+			[]any{target.BlueGreen, "", "web.public", 90 * time.Second, true, 3 * time.Minute}},
+		{"scaling down at once", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "0s"},
+			[]any{target.BlueGreen, "web", "", target.DefaultRolloutTimeout, true, time.Duration(0)}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -116,7 +136,8 @@ func TestLoadStrategy(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			got := []any{c.Strategy, c.Service, c.Ingress, c.RolloutTimeout, c.ScaleDownOld}
+			tg := c.Targets[0]
+			got := []any{tg.Strategy, tg.Service, tg.Ingress, tg.RolloutTimeout, tg.ScaleDownOld, tg.ScaleDownDelay}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("Load (-want +got):\n%s", diff)
 			}
@@ -130,16 +151,22 @@ func TestLoadStrategyProblems(t *testing.T) {
 		extra map[string]string
 		want  []string
 	}{
-		{"unknown strategy", map[string]string{"STRATEGY": "canary"}, []string{`STRATEGY="canary" is not "rolling" or "blue-green"`}},
+		{"unknown strategy", map[string]string{"STRATEGY": "canary"}, []string{`STRATEGY="canary": is not "rolling" or "blue-green"`}},
 		{"blue-green without a router", map[string]string{"STRATEGY": "blue-green"}, []string{"needs the router: set SERVICE or INGRESS"}},
 		{"blue-green with two routers", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "INGRESS": "web"},
-			[]string{`SERVICE="web" and INGRESS="web" are both set`}},
-		{"router without blue-green", map[string]string{"SERVICE": "web"}, []string{"SERVICE and INGRESS are used only with STRATEGY=blue-green"}},
+			[]string{`INGRESS and SERVICE are both set: set only one router`}},
+		{"router without blue-green", map[string]string{"SERVICE": "web"}, []string{"SERVICE is used only with the blue-green strategy (STRATEGY is rolling)"}},
 		{"every problem at once", map[string]string{
 			"STRATEGY": "blue-green", "SERVICE": "Web_1", "ROLLOUT_TIMEOUT": "-1m", "SCALE_DOWN_OLD": "sometimes", "DRY_RUN": "maybe"},
-			[]string{`SERVICE="Web_1"`, `ROLLOUT_TIMEOUT="-1m" must be positive`, `SCALE_DOWN_OLD="sometimes" is not a boolean`, `DRY_RUN="maybe"`}},
+			[]string{`SERVICE="Web_1"`, `ROLLOUT_TIMEOUT="-1m": must be positive`, `SCALE_DOWN_OLD="sometimes": is not a boolean`, `DRY_RUN="maybe"`}},
+		{"a scale-down delay without scaling down", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_DELAY": "1m"},
+			[]string{"SCALE_DOWN_DELAY is used only with SCALE_DOWN_OLD=true"}},
+		{"a negative scale-down delay", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "-1s"},
+			[]string{`SCALE_DOWN_DELAY="-1s": must not be negative`}},
+		{"a scale-down delay not a duration", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "30"},
+			[]string{`SCALE_DOWN_DELAY="30": is not a Go duration`}},
 		{"timeout not a duration", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "ROLLOUT_TIMEOUT": "5"},
-			[]string{`ROLLOUT_TIMEOUT="5" is not a Go duration`}},
+			[]string{`ROLLOUT_TIMEOUT="5": is not a Go duration`}},
 		{"colour service name too long", map[string]string{"STRATEGY": "blue-green", "INGRESS": "web", "DEPLOYMENT": strings.Repeat("w", 60)},
 			[]string{"the colour service " + strings.Repeat("w", 60) + "-green-svc"}},
 	}
@@ -211,9 +238,11 @@ func TestLoadImageCase(t *testing.T) {
 			e := valid()
 			e["IMAGE"] = tt.value
 			c, err := Load(env(e))
-			got := c.Image.String()
+			var got string
 			if err != nil {
 				got = err.Error()
+			} else {
+				got = c.Targets[0].Image.String()
 			}
 			if !strings.Contains(got, tt.want) {
 				t.Errorf("Load(IMAGE=%q) = %q, want %q", tt.value, got, tt.want)
@@ -264,9 +293,9 @@ func TestBudget(t *testing.T) {
 		extra map[string]string
 		want  time.Duration
 	}{
-		{"rolling", map[string]string{"ROLLOUT_TIMEOUT": "3m"}, RollingBudget},
-		{"blue-green waits ROLLOUT_TIMEOUT more", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, RollingBudget + 3*time.Minute},
-		{"blue-green by default", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}, RollingBudget + DefaultRolloutTimeout},
+		{"rolling", map[string]string{"ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget},
+		{"blue-green waits ROLLOUT_TIMEOUT more", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget + 3*time.Minute},
+		{"blue-green by default", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}, target.RollingBudget + target.DefaultRolloutTimeout},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -278,7 +307,7 @@ func TestBudget(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := c.Budget(); got != tt.want {
+			if got := c.Targets[0].Budget(); got != tt.want {
 				t.Errorf("Budget() = %s, want %s", got, tt.want)
 			}
 		})
@@ -298,11 +327,11 @@ func TestLoadEndpoint(t *testing.T) {
 		{name: "private", extra: map[string]string{"ENDPOINT": "private"}, want: cluster.Private},
 		{name: "dns", extra: map[string]string{"ENDPOINT": " dns "}, want: cluster.DNS},
 		{name: "unknown", extra: map[string]string{"ENDPOINT": "internal"},
-			problem: `ENDPOINT="internal" is not public, private or dns`},
+			problem: `ENDPOINT="internal": is not public, private or dns`},
 		{name: "upper case", extra: map[string]string{"ENDPOINT": "DNS"},
-			problem: `ENDPOINT="DNS" is not public, private or dns`},
+			problem: `ENDPOINT="DNS": is not public, private or dns`},
 		{name: "with a kubeconfig", extra: map[string]string{"ENDPOINT": "private", "KUBECONFIG": "/tmp/kubeconfig"}, drop: "CLUSTER",
-			problem: `ENDPOINT="private" is used only with CLUSTER (a kubeconfig names its own server)`},
+			problem: `ENDPOINT="private": is used only with CLUSTER (a kubeconfig names its own server)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -316,8 +345,8 @@ func TestLoadEndpoint(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if c.Endpoint != tt.want {
-					t.Errorf("Endpoint = %q, want %q", c.Endpoint, tt.want)
+				if got := c.Targets[0].Cluster.Endpoint; got != tt.want {
+					t.Errorf("Endpoint = %q, want %q", got, tt.want)
 				}
 				return
 			}
@@ -341,5 +370,129 @@ func TestLoadTargetNeedsNoImage(t *testing.T) {
 	e["IMAGE"] = "web:latest"
 	if _, err := LoadTarget(env(e)); !errors.Is(err, ErrInvalid) {
 		t.Errorf("LoadTarget with a bad IMAGE: %v, want ErrInvalid", err)
+	}
+}
+
+// oneTarget is a valid targets file of one target, whose deployment names
+// where the file was found.
+func oneTarget(deployment string) string {
+	return "targets:\n  - name: web\n    image: web\n    cluster: {kubeconfig: /k}\n    deployment: " + deployment + "\n    container: web\n"
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestLoadTargetsFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "targets.yaml")
+	write(t, path, "targets:\n"+
+		"  - {name: a, image: web, cluster: {kubeconfig: /k}, deployment: a, container: web, when: {branch: main}}\n"+
+		"  - {name: b, image: web, cluster: {kubeconfig: /k}, deployment: b, container: web, strategy: blue-green, service: b}\n")
+	c, err := Load(env(map[string]string{"TARGETS": path, "DRY_RUN": "true", "MAX_EVENT_AGE": "10m"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, tg := range c.Targets {
+		got = append(got, fmt.Sprintf("%s@%d %s %s %s", tg.Name, tg.Line, tg.When, tg.Where(), tg.Strategy))
+	}
+	got = append(got, c.TargetsFile, fmt.Sprint(c.DryRun, c.MaxEventAge))
+	want := []string{"a@2 branch=main kubeconfig(/k)/default/a:web rolling", "b@3 * kubeconfig(/k)/default/b:web blue-green", path, "true 10m0s"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Load(TARGETS) (-want +got):\n%s", diff)
+	}
+}
+
+func TestLoadTargetsProblems(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	write(t, good, oneTarget("web"))
+	bad := filepath.Join(dir, "bad.yaml")
+	write(t, bad, "targets:\n  - name: web\n    image: web:latest\n    cluster: {kubeconfig: /k}\n    deployment: web\n")
+	tests := []struct {
+		name string
+		env  map[string]string
+		want string
+	}{
+		{"file and single-target variables", map[string]string{"TARGETS": good, "IMAGE": "web", "DEPLOYMENT": "web", "ZONE": "b", "SCALE_DOWN_OLD": "true"},
+			`TARGETS="` + good + `" and the single-target variables IMAGE, ZONE, DEPLOYMENT, SCALE_DOWN_OLD are both set: set TARGETS or those, not both`},
+		{"file with problems, and a bad function-wide setting", map[string]string{"TARGETS": bad, "DRY_RUN": "maybe"},
+			bad + `:2: target web: container: is required; ` +
+				bad + `:3: target web: image: image "web:latest": give the repository only, without tag or digest (the build decides the digest); ` +
+				`DRY_RUN="maybe" is not a boolean (true or false)`},
+		{"no file", map[string]string{"TARGETS": filepath.Join(dir, "none.yaml")},
+			filepath.Join(dir, "none.yaml") + ": open " + filepath.Join(dir, "none.yaml") + ": no such file or directory"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Load(env(tt.env))
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("Load error = %v, want ErrInvalid", err)
+			}
+			if diff := cmp.Diff(ErrInvalid.Error()+": "+tt.want, err.Error()); diff != "" {
+				t.Errorf("Load error (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestLoadResolvesTargetsInTheSourceDir checks where a relative TARGETS is
+// read: in the directory the Go buildpack moves the source to, when the
+// working directory holds it (a deployed function), else in the working
+// directory (a local run from the repository).
+func TestLoadResolvesTargetsInTheSourceDir(t *testing.T) {
+	tests := []struct {
+		name  string
+		files map[string]string
+		want  string // The deployment of the file read.
+		file  string // Load's TargetsFile.
+	}{
+		{"deployed", map[string]string{
+			"deploy/targets.yaml":              oneTarget("workdir"),
+			SourceDir + "/deploy/targets.yaml": oneTarget("source")}, "source", SourceDir + "/deploy/targets.yaml"},
+		{"local", map[string]string{"deploy/targets.yaml": oneTarget("workdir")}, "workdir", "deploy/targets.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			for name, content := range tt.files {
+				write(t, filepath.Join(dir, name), content)
+			}
+			t.Chdir(dir)
+			c, err := Load(env(map[string]string{"TARGETS": "deploy/targets.yaml"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []string{c.Targets[0].Deployment, c.TargetsFile}
+			if diff := cmp.Diff([]string{tt.want, tt.file}, got); diff != "" {
+				t.Errorf("Load(TARGETS=deploy/targets.yaml) (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSingleTargetVariables checks that TARGETS conflicts with exactly the
+// variables that set a target: those of target's keys, and ZONE.
+func TestSingleTargetVariables(t *testing.T) {
+	want := []string{"ZONE"}
+	for _, k := range []target.Key{
+		target.KeyImage, target.KeyProject, target.KeyLocation, target.KeyClusterName, target.KeyEndpoint,
+		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
+		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+	} {
+		want = append(want, k.Variable())
+	}
+	got := slices.Clone(singleTarget)
+	slices.Sort(want)
+	slices.Sort(got)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("single-target variables (-want +got):\n%s", diff)
 	}
 }

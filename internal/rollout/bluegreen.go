@@ -1,23 +1,5 @@
 package rollout
 
-// Blue-green: two Deployments, DEPLOYMENT-blue and DEPLOYMENT-green, and one
-// router in front that sends all traffic to one of them (the live colour).
-// A release goes to the other one (the idle colour); traffic switches only
-// once the idle colour is fully rolled out by kubectl's rules.
-//
-// The router is also the lock. Its resourceVersion, as read when a release is
-// decided, is the precondition of every write that commits to that decision:
-// before an invocation patches the idle Deployment it writes a claim on the
-// router (AnnotationDeploying), and it switches the router with the
-// resourceVersion that claim left. An invocation that decided on an older
-// view of the router therefore gets Conflict on its next router write, reads
-// again and decides again; it can never patch the colour that went live in
-// the meantime, nor switch after another release claimed the idle colour.
-// The patch of the idle Deployment (with the resourceVersion read before the
-// claim as its precondition) always records the claim (AnnotationClaim), so
-// that a patch decided under an earlier claim, still in flight, conflicts
-// instead of landing on a colour that a later claim has switched to.
-
 import (
 	"context"
 	"encoding/json"
@@ -156,8 +138,14 @@ type BlueGreenOptions struct {
 	// Timeout bounds the wait for the idle colour to become available; zero
 	// leaves only ctx to bound it.
 	Timeout time.Duration
-	// ScaleDownOld scales the colour traffic left to 0 after a switch.
+	// ScaleDownOld scales the colour traffic left to 0 after a switch, once
+	// ScaleDownDelay has passed.
 	ScaleDownOld bool
+	// ScaleDownDelay is how long the colour traffic left keeps running after
+	// the switch, for the requests still in flight to it while the router
+	// change reaches every proxy and load balancer. The wait ends early when
+	// ctx does, and the colour is then left running.
+	ScaleDownDelay time.Duration
 	// DryRun has the API server validate each write without persisting it;
 	// nothing is waited for.
 	DryRun bool
@@ -165,6 +153,9 @@ type BlueGreenOptions struct {
 	// taken as left behind by an invocation that died: the longest one event
 	// may take. Zero: claims never expire.
 	ClaimExpiry time.Duration
+
+	// after replaces time.After in tests.
+	after func(time.Duration) <-chan time.Time
 }
 
 // BlueGreen deploys r to the idle colour of t, waits until that colour is
@@ -174,8 +165,10 @@ type BlueGreenOptions struct {
 // out) is not patched again but waited for and switched to.
 //
 // A release that does not become available is never switched to: the
-// Result is Failed and the error wraps ErrRolloutTimeout or
-// ErrProgressDeadline.
+// error wraps ErrRolloutTimeout or ErrProgressDeadline. With
+// o.ScaleDownOld, the colour traffic left is scaled down o.ScaleDownDelay
+// after the switch, unless it is live or claimed again by then (see
+// scaleDown).
 func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
 	waitCtx, cancel := waitContext(ctx, o.Timeout)
 	defer cancel()
@@ -185,10 +178,10 @@ func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarg
 		res, err = blueGreenOnce(ctx, waitCtx, client, t, r, o)
 		return err
 	})
-	if errors.Is(err, ErrRecordUnreadable) {
-		return failed(res, err)
+	if err != nil {
+		return Result{}, err
 	}
-	return res, err
+	return res, nil
 }
 
 // rereadable reports whether err means "read again and decide again".
@@ -232,7 +225,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 			"annotations":     map[string]any{AnnotationDeploying: newClaim(r.BuildID, s.idleColour)},
 		}}
 		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
-			return res, err
+			return Result{}, err
 		}
 	}
 	annotations := releaseAnnotations(r)
@@ -251,7 +244,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	idle, p, err := patchDeployment(ctx, client, s.idle, idlePatch, o)
 	sent := [][]byte{p}
 	if err != nil {
-		return res, err
+		return Result{}, err
 	}
 
 	sw := s.switchPatch(routerVersion, map[string]any{
@@ -268,22 +261,24 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 
 	idle, err = waitRolledOut(waitCtx, client, idle, t.Container, r.Image.String(), o.Timeout)
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, err
+		return Result{}, err
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
-	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s became available (%s)",
-		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle))
+	status, _, _ := Status(idle)
+	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s", s.router, s.liveColour, s.idleColour, status)
 	res.Reason += takeOver + s.scaleDown(ctx, client, o)
 	return res, nil
 }
 
 // Rollback switches t's router back to the other colour, the one traffic
-// left at the last switch. If that colour was scaled down it is scaled up
-// to the live colour's replica count first, and in any case it must be
-// fully rolled out before traffic moves. The router records the release it
+// left at the last switch. It claims that colour on the router and patches
+// it, as a release does (scaling it up to the live colour's replica count
+// if it was scaled down), and it must be fully rolled out before traffic
+// moves. With o.ScaleDownOld, the colour it left is scaled down
+// o.ScaleDownDelay later. The router records the release it
 // left in AnnotationRolledBackBuildID, so that redelivering that build does
 // not switch to it again.
 //
@@ -294,16 +289,13 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, o BlueGreenOptions) (Result, error) {
 	s, err := readBlueGreen(ctx, client, t)
 	if err != nil {
-		if errors.Is(err, ErrRecordUnreadable) {
-			return failed(Result{}, err)
-		}
 		return Result{}, err
 	}
 	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
 	live, back, rolledBack := s.liveRec, s.idleRec, s.rolledBack
 	if back.ok && live.ok && back.id != rolledBack.id && back.release().newerThan(live.id, live.at) {
-		return failed(res, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
-			ErrNoPrevious, s.idle.Name, back.id, live.id))
+		return Result{}, fmt.Errorf("%w: %s holds build %s, newer than the live build %s: it is a release not switched to, not the previous one",
+			ErrNoPrevious, s.idle.Name, back.id, live.id)
 	}
 	// A release that claimed the idle colour may not have patched it yet;
 	// this switch would not stop that patch. A claim older than the longest
@@ -315,31 +307,34 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 			if !c.at.IsZero() && o.ClaimExpiry > 0 {
 				expires = fmt.Sprintf(" (it expires at %s)", c.at.Add(o.ClaimExpiry).UTC().Format(time.RFC3339))
 			}
-			return failed(res, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again%s, or remove the annotation if that deploy is gone",
-				ErrNoPrevious, s.router, AnnotationDeploying, c.raw, s.idle.Name, expires))
+			return Result{}, fmt.Errorf("%w: %s records %s=%q: a release may be on its way to %s; try again%s, or remove the annotation if that deploy is gone",
+				ErrNoPrevious, s.router, AnnotationDeploying, c.raw, s.idle.Name, expires)
 		}
 		takeOver = "; " + s.takeOver(c, o)
 	}
 
-	var sent [][]byte
+	// Claim the colour on the router, then patch it: always the claim
+	// (AnnotationClaim, a new value, so that a scale-down of it decided
+	// before conflicts; see scaleDown), and the replica count if it was
+	// scaled down.
 	routerVersion := s.router.meta().GetResourceVersion()
-	idle := s.idle
-	if replicas(idle) == 0 {
-		if !o.DryRun {
-			claim := map[string]any{"metadata": map[string]any{
-				"resourceVersion": routerVersion,
-				"annotations":     map[string]any{AnnotationDeploying: newClaim(rollbackClaim, s.idleColour)},
-			}}
-			if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
-				return res, rollbackConflict(s, err)
-			}
+	if !o.DryRun {
+		claim := map[string]any{"metadata": map[string]any{
+			"resourceVersion": routerVersion,
+			"annotations":     map[string]any{AnnotationDeploying: newClaim(rollbackClaim, s.idleColour)},
+		}}
+		if routerVersion, err = s.router.patch(ctx, claim, o); err != nil {
+			return Result{}, rollbackConflict(s, err)
 		}
-		var p []byte
-		idle, p, err = patchDeployment(ctx, client, idle, map[string]any{"spec": map[string]any{"replicas": s.wantReplicas()}}, o)
-		sent = append(sent, p)
-		if err != nil {
-			return res, err
-		}
+	}
+	idlePatch := map[string]any{"metadata": map[string]any{"annotations": map[string]any{AnnotationClaim: routerVersion}}}
+	if replicas(s.idle) == 0 {
+		idlePatch["spec"] = map[string]any{"replicas": s.wantReplicas()}
+	}
+	idle, p, err := patchDeployment(ctx, client, s.idle, idlePatch, o)
+	sent := [][]byte{p}
+	if err != nil {
+		return Result{}, rollbackConflict(s, err)
 	}
 
 	annotations := map[string]any{
@@ -365,14 +360,15 @@ func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarge
 		err = fmt.Errorf("%w: nothing was switched; run rollback again if still needed", err)
 	}
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, rollbackConflict(s, err)
+		return Result{}, rollbackConflict(s, err)
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
-	res.Reason = fmt.Sprintf("rolled back %s from %s to %s after %s became available (%s); it runs %s",
-		s.router, s.liveColour, s.idleColour, idle.Name, progress(idle), s.idleContainer.Image)
+	status, _, _ := Status(idle)
+	res.Reason = fmt.Sprintf("rolled back %s from %s to %s after %s; it runs %s",
+		s.router, s.liveColour, s.idleColour, status, s.idleContainer.Image)
 	if back.id != "" {
 		res.Reason += " (build " + back.id + ")"
 	}
@@ -402,7 +398,12 @@ func newClaim(by string, to Colour) string {
 
 // claim reads the router's claim, if any.
 func (s *blueGreenState) claim() (claim, bool) {
-	raw := s.router.meta().GetAnnotations()[AnnotationDeploying]
+	return claimOf(s.router)
+}
+
+// claimOf reads rt's claim, if any.
+func claimOf(rt router) (claim, bool) {
+	raw := rt.meta().GetAnnotations()[AnnotationDeploying]
 	rest, at, timed := strings.Cut(raw, " at ")
 	by, to, ok := strings.Cut(rest, " to ")
 	if !ok {
@@ -587,7 +588,7 @@ func (s *blueGreenState) switchPatch(routerVersion string, annotations map[strin
 func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][]byte, o BlueGreenOptions) (Result, error) {
 	res := Result{Outcome: Skipped, Previous: s.liveContainer.Image}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
-		return res, err
+		return Result{}, err
 	}
 	res.Patch = []byte(strings.Join(append(stringsOf(sent), string(mustJSON(sw))), "\n"))
 	res.Reason = fmt.Sprintf("dry run: the API server accepted the patches to switch %s from %s to %s; nothing was changed or waited for",
@@ -595,31 +596,85 @@ func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][
 	return res, nil
 }
 
-// scaleDown scales the colour traffic left to 0 when o asks for it, and
-// says what it did, for the Result's reason (the switch has happened: a
-// failure here is reported, not returned). The old colour is read again and
-// left alone if its spec changed since the decision (generation), which
-// means another release has taken it; the patch then has the resourceVersion
-// just read as its precondition, so a release that takes it in between
-// wins too.
+// scaleDown scales the colour traffic left to 0 when o asks for it, once
+// o.ScaleDownDelay has passed since the switch, and says what it did, for
+// the Result's reason. The switch has happened: a failure here is reported,
+// not returned, and leaves the colour running.
+//
+// It never scales down the colour that is live when it happens. After the
+// delay it reads the colour, then the router, and leaves the colour running
+// if traffic went back to it (a rollback), if a release or a rollback has
+// claimed it (AnnotationDeploying), or if its spec changed. Otherwise it
+// patches its replicas to 0 with the resourceVersion it read as the
+// precondition. Every switch to a colour (BlueGreen, Rollback) first claims
+// it on the router, then patches it with a change (AnnotationClaim) and the
+// resourceVersion it read, and only then switches. So if that patch came
+// before the scale-down read the colour, the claim came before it read the
+// router, and the scale-down sees the claim (or the switch); if it came
+// after, one of the two patches conflicts: the switch's (nothing is
+// switched), or the scale-down's (it reads again and decides again), unless
+// the scale-down's came before the switch read the colour, and the switch
+// then finds it at 0 and scales it up before it switches. Only a writer that
+// switches the router without these steps (kubectl patch) can race it.
 func (s *blueGreenState) scaleDown(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) string {
 	if !o.ScaleDownOld || replicas(s.live) == 0 {
 		return ""
 	}
-	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, s.live.Name, metav1.GetOptions{})
-	if err == nil && old.Generation != s.live.Generation {
-		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+	if o.ScaleDownDelay > 0 {
+		after := o.after
+		if after == nil {
+			after = time.After
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Sprintf("; left %s running: %v within the %s scale-down delay", s.live.Name, context.Cause(ctx), o.ScaleDownDelay)
+		case <-after(o.ScaleDownDelay):
+		}
 	}
-	if err == nil {
-		_, _, err = patchDeployment(ctx, client, old, map[string]any{"spec": map[string]any{"replicas": 0}}, o)
-	}
+	var reason string
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
+		var err error
+		reason, err = s.scaleDownOnce(ctx, client, o)
+		return err
+	})
 	switch {
 	case apierrors.IsConflict(err):
-		return fmt.Sprintf("; left %s running: another release has changed it since", s.live.Name)
+		return fmt.Sprintf("; left %s running: it kept changing", s.live.Name)
 	case err != nil:
-		return fmt.Sprintf("; scaling %s to 0 failed: %v", s.live.Name, err)
+		return fmt.Sprintf("; left %s running: scaling it to 0 failed: %v", s.live.Name, err)
 	}
-	return fmt.Sprintf("; scaled %s to 0", s.live.Name)
+	return reason
+}
+
+func (s *blueGreenState) scaleDownOnce(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) (string, error) {
+	// The colour first, then the router: see scaleDown.
+	name := s.live.Name
+	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		return "", fmt.Errorf("getting deployment %s/%s: %w", s.live.Namespace, name, err)
+	}
+	rt, err := getRouter(ctx, client, s.t)
+	if err != nil {
+		return "", err
+	}
+	if live, err := rt.colour(); err != nil {
+		return "", err
+	} else if live == s.liveColour {
+		return fmt.Sprintf("; left %s running: traffic went back to it", name), nil
+	}
+	if c, ok := claimOf(rt); ok && c.to == s.liveColour {
+		return fmt.Sprintf("; left %s running: %s records %s=%q", name, rt, AnnotationDeploying, c.raw), nil
+	}
+	if old.Generation != s.live.Generation {
+		return fmt.Sprintf("; left %s running: another release has changed it since", name), nil
+	}
+	if _, _, err := patchDeployment(ctx, client, old, map[string]any{"spec": map[string]any{"replicas": 0}}, o); err != nil {
+		return "", err
+	}
+	if o.ScaleDownDelay > 0 {
+		return fmt.Sprintf("; scaled %s to 0 %s after the switch", name, o.ScaleDownDelay), nil
+	}
+	return fmt.Sprintf("; scaled %s to 0", name), nil
 }
 
 // patchDeployment sends patch to d, with d's resourceVersion as the

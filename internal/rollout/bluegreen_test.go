@@ -18,6 +18,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 )
@@ -251,7 +253,8 @@ func recordSwitches(t *testing.T, cs *fake.Clientset) *atSwitch {
 				return false, nil, nil
 			}
 			a.mu.Lock()
-			a.progress = append(a.progress, fmt.Sprintf("web-%s %s rolledOut=%v", to, progress(obj.(*appsv1.Deployment)), RolledOut(obj.(*appsv1.Deployment))))
+			status, done, err := Status(obj.(*appsv1.Deployment))
+			a.progress = append(a.progress, fmt.Sprintf("%s done=%v err=%v", status, done, err))
 			a.mu.Unlock()
 			return false, nil, nil
 		})
@@ -290,11 +293,11 @@ func TestBlueGreenSwitchesAfterAvailable(t *testing.T) {
 				t.Fatalf("BlueGreen: %v", err)
 			}
 			want := Result{Outcome: Deployed, Previous: r1.Image.String(),
-				Reason: fmt.Sprintf("switched %s web from blue to green after web-green became available (3/3)", kind)}
+				Reason: fmt.Sprintf(`switched %s web from blue to green after deployment "web-green" successfully rolled out`, kind)}
 			if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 				t.Errorf("BlueGreen (-want +got):\n%s", diff)
 			}
-			if diff := cmp.Diff([]string{"web-green 3/3 rolledOut=true"}, switches.get()); diff != "" {
+			if diff := cmp.Diff([]string{`deployment "web-green" successfully rolled out done=true err=<nil>`}, switches.get()); diff != "" {
 				t.Errorf("idle colour when traffic switched (-want +got):\n%s", diff)
 			}
 			gotRoutes, gotAnnotations := routerState(t, cs, kind)
@@ -401,13 +404,13 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 		reason string
 	}{
 		{"an old replica remains", oldReplicaRemains, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 2 available, 1 old); traffic was not switched"},
+			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 1 old replicas are pending termination...); traffic was not switched`},
 		{"an updated replica is not available", oneUnavailable, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 2 available); traffic was not switched"},
+			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 2 of 3 updated replicas are available...); traffic was not switched`},
 		{"the controller never observes the change", neverObserves, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (3/3 updated, 3 available, spec not yet observed); traffic was not switched"},
+			"release not available in time: web-green did not become available within 300ms (Waiting for deployment spec update to be observed...); traffic was not switched"},
 		{"progress deadline exceeded", missesDeadline, ErrProgressDeadline,
-			`release exceeded its progress deadline: web-green made no progress (1/3 updated, 3 available, 3 old): ReplicaSet "web-green-5d8f" has timed out progressing.; traffic was not switched`},
+			`deployment "web-green" exceeded its progress deadline: ReplicaSet "web-green-5d8f" has timed out progressing.; traffic was not switched`},
 	}
 	for _, tt := range tests {
 		for _, kind := range []RouterKind{ServiceRouter, IngressRouter} {
@@ -418,11 +421,13 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 
 				res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: 300 * time.Millisecond, ScaleDownOld: true})
 				if !errors.Is(err, tt.target) {
-					t.Errorf("error = %v, want %v", err, tt.target)
+					t.Fatalf("error = %v, want %v", err, tt.target)
 				}
-				want := Result{Outcome: Failed, Previous: r1.Image.String(), Reason: tt.reason}
-				if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
-					t.Errorf("BlueGreen (-want +got):\n%s", diff)
+				if diff := cmp.Diff(tt.reason, err.Error()); diff != "" {
+					t.Errorf("BlueGreen error (-want +got):\n%s", diff)
+				}
+				if diff := cmp.Diff(Result{}, res); diff != "" {
+					t.Errorf("BlueGreen with its error: want the zero Result (-want +got):\n%s", diff)
 				}
 				if s := switches.get(); len(s) != 0 {
 					t.Errorf("traffic switched to %v", s)
@@ -538,9 +543,9 @@ func TestBlueGreenScaleDownOld(t *testing.T) {
 		reason       string
 	}{
 		{"scales the old colour down", false, 0,
-			"switched service web from blue to green after web-green became available (3/3); scaled web-blue to 0"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out; scaled web-blue to 0`},
 		{"leaves it to a newer release that took it", true, 3,
-			"switched service web from blue to green after web-green became available (3/3); left web-blue running: another release has changed it since"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out; left web-blue running: another release has changed it since`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -571,6 +576,183 @@ func TestBlueGreenScaleDownOld(t *testing.T) {
 				t.Errorf("web-blue has %d replicas, want %d", n, tt.blueReplicas)
 			}
 		})
+	}
+}
+
+// The old colour keeps running for ScaleDownDelay after the switch, then is
+// scaled down, unless it is live again, claimed or changed by then. The
+// delay is a channel the test controls: nothing sleeps.
+func TestBlueGreenScaleDownDelay(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	// bumpTracker changes an object behind the clientset's back, as another
+	// writer would, bumping its resourceVersion.
+	bumpTracker := func(t *testing.T, cs *fake.Clientset, gvr schema.GroupVersionResource, name string, change func(runtime.Object)) {
+		obj, err := cs.Tracker().Get(gvr, "prod", name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		change(obj)
+		if err := bump(cs.Tracker(), gvr, "prod", obj, mustMeta(obj).GetResourceVersion()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// rollbackClaimsBlue makes the writes a rollback to blue makes before it
+	// switches: its claim on the router, then its patch of web-blue.
+	rollbackClaimsBlue := func(t *testing.T, cs *fake.Clientset) {
+		bumpTracker(t, cs, servicesGVR, "web", func(o runtime.Object) {
+			o.(*corev1.Service).Annotations[AnnotationDeploying] = "rollback to blue"
+		})
+		bumpTracker(t, cs, deploymentsGVR, "web-blue", func(o runtime.Object) {
+			d := o.(*appsv1.Deployment)
+			d.Annotations[AnnotationClaim] = "99"
+			d.Generation-- // The API server keeps it for a change of annotations alone.
+		})
+	}
+	// once runs f before the first patch of resource whose body contains
+	// marker, then lets that patch go on.
+	once := func(cs *fake.Clientset, resource, marker string, f func()) {
+		done := false
+		cs.PrependReactor("patch", resource, func(action clienttesting.Action) (bool, runtime.Object, error) {
+			if !done && strings.Contains(string(action.(clienttesting.PatchActionImpl).GetPatch()), marker) {
+				done = true
+				f()
+			}
+			return false, nil, nil
+		})
+	}
+	tests := []struct {
+		name string
+		// during runs when the delay starts.
+		during func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc)
+		// race sets up writes that interleave with the scale-down's.
+		race         func(t *testing.T, cs *fake.Clientset)
+		reason       string
+		blueReplicas int32
+	}{
+		{"scales the old colour down after the delay", nil, nil,
+			"; scaled web-blue to 0 30s after the switch", 0},
+		{"the invocation ends within the delay", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) { cancel() }, nil,
+			"; left web-blue running: context canceled within the 30s scale-down delay", 3},
+		{"a rollback within the delay switches straight back", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+			if err != nil || res.Outcome != Deployed {
+				t.Fatalf("Rollback within the delay = %+v, %v", res, err)
+			}
+		}, nil,
+			"; left web-blue running: traffic went back to it", 3},
+		{"a release claims the old colour within the delay", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			claim := fmt.Sprintf(`{"metadata":{"annotations":{%q:"build-3 to blue"}}}`, AnnotationDeploying)
+			if _, err := cs.CoreV1().Services("prod").Patch(context.Background(), "web", types.StrategicMergePatchType, []byte(claim), metav1.PatchOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		}, nil,
+			`; left web-blue running: service web records onnewimage.dev/deploying="build-3 to blue"`, 3},
+		{"a rollback claims and patches the old colour between the scale-down's two reads", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
+			var reads int
+			cs.PrependReactor("get", "*", func(action clienttesting.Action) (bool, runtime.Object, error) {
+				if name := action.(clienttesting.GetAction).GetName(); name == "web" || name == "web-blue" {
+					if reads++; reads == 2 {
+						rollbackClaimsBlue(t, cs)
+					}
+				}
+				return false, nil, nil
+			})
+		}, nil,
+			`; left web-blue running: service web records onnewimage.dev/deploying="rollback to blue"`, 3},
+		{"a rollback claims and patches the old colour between the scale-down's reads and its patch", nil, func(t *testing.T, cs *fake.Clientset) {
+			once(cs, "deployments", `"replicas":0`, func() { rollbackClaimsBlue(t, cs) })
+		},
+			`; left web-blue running: service web records onnewimage.dev/deploying="rollback to blue"`, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			controller(t, cs, becomesAvailable)
+			if tt.race != nil {
+				tt.race(t, cs)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var atDelay []string
+			o := BlueGreenOptions{Timeout: time.Minute, ScaleDownOld: true, ScaleDownDelay: 30 * time.Second}
+			o.after = func(d time.Duration) <-chan time.Time {
+				route, _ := routerState(t, cs, ServiceRouter)
+				atDelay = append(atDelay, fmt.Sprintf("%s for %s, web-blue has %d replicas", route, d, replicas(getDeployment(t, cs, "web-blue"))))
+				if tt.during != nil {
+					tt.during(t, cs, cancel)
+				}
+				fired := make(chan time.Time, 1)
+				if ctx.Err() == nil {
+					fired <- time.Time{}
+				}
+				return fired
+			}
+
+			res, err := BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff([]string{"version=green for 30s, web-blue has 3 replicas"}, atDelay); diff != "" {
+				t.Errorf("when the delay started (-want +got):\n%s", diff)
+			}
+			want := Result{Outcome: Deployed, Previous: r1.Image.String(),
+				Reason: `switched service web from blue to green after deployment "web-green" successfully rolled out` + tt.reason}
+			if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
+				t.Errorf("BlueGreen (-want +got):\n%s", diff)
+			}
+			if n := replicas(getDeployment(t, cs, "web-blue")); n != tt.blueReplicas {
+				t.Errorf("web-blue has %d replicas, want %d", n, tt.blueReplicas)
+			}
+			// Nothing but the scale-down touched web-blue's replicas: a
+			// rollback found it up and did not have to scale it up.
+			var scaled []string
+			for _, p := range patches(cs) {
+				if p.GetName() == "web-blue" && strings.Contains(string(p.GetPatch()), `"replicas"`) {
+					scaled = append(scaled, string(p.GetPatch()))
+				}
+			}
+			for _, p := range scaled {
+				if !strings.Contains(p, `"spec":{"replicas":0}`) {
+					t.Errorf("web-blue patched %s, want only the scale-down's replicas 0", p)
+				}
+			}
+		})
+	}
+}
+
+// A scale-down that claimed the router before a rollback read it, and
+// patches the colour after the rollback read it, must not leave the
+// rollback switching traffic to a colour at 0: the rollback's own patch of
+// the colour conflicts, and nothing is switched.
+func TestRollbackNeverSwitchesToAColourScaledDown(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+	controller(t, cs, becomesAvailable)
+	raced := false
+	cs.PrependReactor("patch", "services", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if raced {
+			return false, nil, nil
+		}
+		raced = true // The rollback's first router write: it has read everything.
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-blue")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment)
+		d.Spec.Replicas = new(int32) // The scale-down's patch lands.
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+	route, _ := routerState(t, cs, ServiceRouter)
+	blue := replicas(getDeployment(t, cs, "web-blue"))
+	if route == "version=blue" && blue == 0 {
+		t.Fatalf("Rollback switched traffic to web-blue at 0 replicas (error %v)", err)
+	}
+	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was switched") {
+		t.Errorf("error = %v, want a Conflict saying nothing was switched", err)
 	}
 }
 
@@ -680,7 +862,7 @@ func TestBlueGreenRace(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := Result{Outcome: Deployed, Previous: r2.Image.String(),
-			Reason: "switched service web from green to blue after web-blue became available (3/3)"}
+			Reason: `switched service web from green to blue after deployment "web-blue" successfully rolled out`}
 		if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 			t.Errorf("BlueGreen(build 3) (-want +got):\n%s", diff)
 		}
@@ -777,11 +959,11 @@ func TestRollback(t *testing.T) {
 					t.Fatal(err)
 				}
 				want := Result{Outcome: Deployed, Previous: r2.Image.String(),
-					Reason: fmt.Sprintf("rolled back %s web from green to blue after web-blue became available (3/3); it runs %s (build build-1)", kind, r1.Image)}
+					Reason: fmt.Sprintf(`rolled back %s web from green to blue after deployment "web-blue" successfully rolled out; it runs %s (build build-1)`, kind, r1.Image)}
 				if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 					t.Errorf("Rollback (-want +got):\n%s", diff)
 				}
-				if diff := cmp.Diff([]string{"web-blue 3/3 rolledOut=true"}, switches.get()); diff != "" {
+				if diff := cmp.Diff([]string{`deployment "web-blue" successfully rolled out done=true err=<nil>`}, switches.get()); diff != "" {
 					t.Errorf("previous colour when traffic switched (-want +got):\n%s", diff)
 				}
 				route, annotations := routerState(t, cs, kind)
@@ -794,12 +976,27 @@ func TestRollback(t *testing.T) {
 				if diff := cmp.Diff(wantAnnotations, annotations); diff != "" {
 					t.Errorf("router annotations (-want +got):\n%s", diff)
 				}
-				wantPatched := []string{}
+				// web-blue records the rollback's claim, and is scaled up if
+				// it was scaled down.
+				wantSpec := map[string]any(nil)
 				if blueReplicas == 0 {
-					wantPatched = []string{"web-blue"} // Scaled up.
+					wantSpec = map[string]any{"replicas": float64(3)}
 				}
-				if diff := cmp.Diff(wantPatched, patchesOf(cs, "deployments"), cmpopts.EquateEmpty()); diff != "" {
-					t.Errorf("deployments patched (-want +got):\n%s", diff)
+				var gotSpecs []map[string]any
+				for _, p := range patches(cs) {
+					if p.GetResource().Resource == "deployments" {
+						var m struct{ Spec map[string]any }
+						if err := json.Unmarshal(p.GetPatch(), &m); err != nil {
+							t.Fatal(err)
+						}
+						gotSpecs = append(gotSpecs, map[string]any{p.GetName(): m.Spec})
+					}
+				}
+				if diff := cmp.Diff([]map[string]any{{"web-blue": wantSpec}}, gotSpecs); diff != "" {
+					t.Errorf("deployment patches' specs (-want +got):\n%s", diff)
+				}
+				if got := getDeployment(t, cs, "web-blue").Annotations[AnnotationClaim]; got == "" {
+					t.Errorf("web-blue records no claim")
 				}
 				if got := imageOf(t, cs, "web-blue"); got != r1.Image.String() {
 					t.Errorf("web-blue runs %s, want it untouched", got)
@@ -828,7 +1025,7 @@ func TestRollbackSticks(t *testing.T) {
 	}
 	want := []string{
 		"skipped: build build-2 was rolled back: it is not switched to again",
-		"deployed: switched service web from blue to green after web-green became available (3/3)",
+		`deployed: switched service web from blue to green after deployment "web-green" successfully rolled out`,
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("after rollback (-want +got):\n%s", diff)
@@ -858,10 +1055,13 @@ func TestRollbackRefuses(t *testing.T) {
 			cs := newClientset(t, svcRouter(Green, tt.router), colour(Blue, tt.blue, 3), colour(Green, r2, 3))
 			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
 			if !errors.Is(err, ErrNoPrevious) {
-				t.Errorf("error = %v, want ErrNoPrevious", err)
+				t.Fatalf("error = %v, want ErrNoPrevious", err)
 			}
-			if diff := cmp.Diff(Result{Outcome: Failed, Previous: r2.Image.String(), Reason: tt.want}, res); diff != "" {
-				t.Errorf("Rollback (-want +got):\n%s", diff)
+			if diff := cmp.Diff(tt.want, err.Error()); diff != "" {
+				t.Errorf("Rollback error (-want +got):\n%s", diff)
+			}
+			if diff := cmp.Diff(Result{}, res); diff != "" {
+				t.Errorf("Rollback with its error: want the zero Result (-want +got):\n%s", diff)
 			}
 			if ps := patches(cs); len(ps) != 0 {
 				t.Errorf("sent %d patches, want none", len(ps))
@@ -873,41 +1073,18 @@ func TestRollbackRefuses(t *testing.T) {
 func TestRollbackSwitchesAtMostOnce(t *testing.T) {
 	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
 	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+	controller(t, cs, becomesAvailable)
 	raceOnRouter(t, cs, `"selector"`, Green, r3) // Build 3 went live on green meanwhile.
 	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
 	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was switched") {
 		t.Errorf("error = %v, want a Conflict saying nothing was switched", err)
 	}
-	if n := len(patchesOf(cs, "services")); n != 1 {
-		t.Errorf("sent %d router patches, want the one that conflicted", n)
+	if n := len(patchesOf(cs, "services")); n != 2 {
+		t.Errorf("sent %d router patches, want the claim and the switch that conflicted", n)
 	}
 	route, annotations := routerState(t, cs, ServiceRouter)
 	if route != "version=green" || annotations[AnnotationBuildID] != "build-3" {
 		t.Errorf("router %s records %s, want green with build-3", route, annotations[AnnotationBuildID])
-	}
-}
-
-func TestRolledOut(t *testing.T) {
-	three := int32(3)
-	tests := []struct {
-		name   string
-		status appsv1.DeploymentStatus
-		want   string
-	}{
-		{"complete", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 true"},
-		{"complete with a surge replica available", appsv1.DeploymentStatus{ObservedGeneration: 3, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 true"},
-		{"new spec not observed", appsv1.DeploymentStatus{ObservedGeneration: 1, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 updated, 3 available, spec not yet observed false"},
-		{"not all updated", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 2, AvailableReplicas: 3}, "2/3 updated, 3 available, 1 old false"},
-		{"old replicas terminating", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 4, UpdatedReplicas: 3, AvailableReplicas: 3}, "3/3 updated, 3 available, 1 old false"},
-		{"updated not available", appsv1.DeploymentStatus{ObservedGeneration: 2, Replicas: 3, UpdatedReplicas: 3, AvailableReplicas: 2}, "3/3 updated, 2 available false"},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			d := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Generation: 2}, Spec: appsv1.DeploymentSpec{Replicas: &three}, Status: tt.status}
-			if diff := cmp.Diff(tt.want, fmt.Sprint(progress(d), " ", RolledOut(d))); diff != "" {
-				t.Errorf("progress, rolledOut (-want +got):\n%s", diff)
-			}
-		})
 	}
 }
 
@@ -929,11 +1106,11 @@ func TestBlueGreenIdleRunsTheDigestUnderAnotherName(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Result{Outcome: Deployed, Previous: r1.Image.String(),
-		Reason: "switched service web from blue to green after web-green became available (3/3)"}
+		Reason: "switched service web from blue to green after deployment \"web-green\" successfully rolled out"}
 	if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 		t.Errorf("BlueGreen (-want +got):\n%s", diff)
 	}
-	if diff := cmp.Diff([]string{"web-green 3/3 rolledOut=true"}, switches.get()); diff != "" {
+	if diff := cmp.Diff([]string{`deployment "web-green" successfully rolled out done=true err=<nil>`}, switches.get()); diff != "" {
 		t.Errorf("switches (-want +got):\n%s", diff)
 	}
 	// The claim, the idle colour's annotations, the switch: nothing more.
@@ -968,7 +1145,7 @@ func TestBlueGreenRouterSwitchedBackByHand(t *testing.T) {
 	want := []string{
 		"skipped: build build-2 was rolled back: it is not switched to again" + byHand,
 		"skipped: stale: build build-1b (created 2026-11-02T11:01:00Z) is not newer than the rolled-back build build-2 (created 2026-11-02T12:00:00Z)" + byHand,
-		"deployed: switched service web from blue to green after web-green became available (3/3)",
+		"deployed: switched service web from blue to green after deployment \"web-green\" successfully rolled out",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("after the router was switched back by hand (-want +got):\n%s", diff)
@@ -1009,12 +1186,12 @@ func TestBlueGreenUnreadableRecordFailsClosed(t *testing.T) {
 			// A timeout, so that a release deployed by mistake fails rather than waits.
 			o := BlueGreenOptions{Timeout: 300 * time.Millisecond}
 			res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, o)
-			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) || res.Outcome != Failed {
-				t.Errorf("BlueGreen = %s, %v; want failed with ErrRecordUnreadable saying %q", res.Outcome, err, tt.want)
+			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) || res.Outcome != "" {
+				t.Errorf("BlueGreen = %s, %v; want the zero Result and ErrRecordUnreadable saying %q", res.Outcome, err, tt.want)
 			}
 			res, err = Rollback(context.Background(), cs, bgTarget(ServiceRouter), o)
-			if !errors.Is(err, ErrRecordUnreadable) || res.Outcome != Failed {
-				t.Errorf("Rollback = %s, %v; want failed with ErrRecordUnreadable", res.Outcome, err)
+			if !errors.Is(err, ErrRecordUnreadable) || res.Outcome != "" {
+				t.Errorf("Rollback = %s, %v; want the zero Result and ErrRecordUnreadable", res.Outcome, err)
 			}
 			if n := len(patches(cs)); n != 0 {
 				t.Errorf("sent %d patches, want none", n)
@@ -1048,7 +1225,11 @@ func TestRollbackClaims(t *testing.T) {
 			cs := newClientset(t, svcRouter(Green, annotations), colour(Blue, r1, 3), colour(Green, r2, 3))
 			controller(t, cs, becomesAvailable)
 			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{ClaimExpiry: time.Hour})
-			if !errors.Is(err, tt.err) || !strings.Contains(res.Reason, tt.want) {
+			said := res.Reason
+			if err != nil {
+				said = err.Error()
+			}
+			if !errors.Is(err, tt.err) || !strings.Contains(said, tt.want) {
 				t.Errorf("Rollback = %s %q, %v; want %v and a reason saying %q", res.Outcome, res.Reason, err, tt.err, tt.want)
 			}
 			route, annotations := routerState(t, cs, ServiceRouter)
@@ -1078,7 +1259,7 @@ func TestBlueGreenTakesOverAnExpiredClaim(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "switched service web from blue to green after web-green became available (3/3); took over the expired claim onnewimage.dev/deploying=\"" + stale +
+	want := "switched service web from blue to green after deployment \"web-green\" successfully rolled out; took over the expired claim onnewimage.dev/deploying=\"" + stale +
 		"\" on service web (older than 1h0m0s, the longest an event may take: the invocation that made it is gone)"
 	if diff := cmp.Diff(Result{Outcome: Deployed, Previous: r1.Image.String(), Reason: want}, res, ignorePatch); diff != "" {
 		t.Errorf("BlueGreen (-want +got):\n%s", diff)

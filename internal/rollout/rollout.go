@@ -10,6 +10,26 @@
 // server answers Conflict, the Deployment is read again and the decision is
 // made again against what is really there. A release never replaces a newer
 // one and is never applied twice.
+//
+// # Blue-green
+//
+// BlueGreen and Rollback work on two Deployments, DEPLOYMENT-blue and
+// DEPLOYMENT-green, and one router in front that sends all traffic to one of
+// them (the live colour). A release goes to the other one (the idle colour);
+// traffic switches only once Status says the idle colour is rolled out.
+//
+// The router is also the lock. Its resourceVersion, as read when a release is
+// decided, is the precondition of every write that commits to that decision:
+// before an invocation patches the idle Deployment it writes a claim on the
+// router (AnnotationDeploying), and it switches the router with the
+// resourceVersion that claim left. An invocation that decided on an older
+// view of the router therefore gets Conflict on its next router write, reads
+// again and decides again; it can never patch the colour that went live in
+// the meantime, nor switch after another release claimed the idle colour.
+// The patch of the idle Deployment (with the resourceVersion read before the
+// claim as its precondition) always records the claim (AnnotationClaim), so
+// that a patch decided under an earlier claim, still in flight, conflicts
+// instead of landing on a colour that a later claim has switched to.
 package rollout
 
 import (
@@ -78,7 +98,9 @@ const (
 	Deployed Outcome = "deployed"
 	// Skipped means nothing needed to or should change.
 	Skipped Outcome = "skipped"
-	// Failed means the release should have been deployed and was not.
+	// Failed means the release should have been deployed and was not. No
+	// function here returns it in a Result: it is the outcome a caller
+	// reports for an error (see Result).
 	Failed Outcome = "failed"
 )
 
@@ -152,7 +174,10 @@ type Options struct {
 	DryRun bool
 }
 
-// Result says what became of a release.
+// Result says what became of a release. It is meaningful only when the
+// error returned with it is nil: every function here returns the zero Result
+// with an error, and the error alone says what went wrong (and, for Failed,
+// that something did).
 type Result struct {
 	Outcome Outcome
 	// Reason explains the outcome in a sentence.
@@ -173,8 +198,8 @@ var conflictBackoff = wait.Backoff{Steps: 6, Duration: 20 * time.Millisecond, Fa
 // build not older than r, is left alone.
 func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Release, o Options) (Result, error) {
 	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
-		return failed(Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
-			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelNewestBuild))
+		return Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
+			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelNewestBuild)
 	}
 	deployments := client.AppsV1().Deployments(t.Namespace)
 	var res Result
@@ -198,10 +223,10 @@ func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Relea
 		}
 		return nil
 	})
-	if errors.Is(err, ErrRecordUnreadable) {
-		return failed(res, err)
+	if err != nil {
+		return Result{}, err
 	}
-	return res, err
+	return res, nil
 }
 
 // plan decides what r means for d. It returns a patch when d must change,
@@ -272,12 +297,6 @@ func superseded(d *appsv1.Deployment, running string, r Release) (string, bool, 
 // (id, at).
 func markLabels(id string, at time.Time) map[string]any {
 	return map[string]any{LabelNewestBuild: id, LabelNewestBuildTime: at.UTC().Format(LabelTimeLayout)}
-}
-
-// failed turns an error into the Result that says so.
-func failed(res Result, err error) (Result, error) {
-	res.Outcome, res.Reason = Failed, err.Error()
-	return res, err
 }
 
 // sameDigest reports whether the image reference running pins r's digest.

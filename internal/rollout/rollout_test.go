@@ -363,8 +363,8 @@ func TestRollingRefusesABuildIDThatIsNoLabelValue(t *testing.T) {
 	r.BuildID = "build/2"
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
 	res, err := Rolling(context.Background(), cs, target, r, Options{})
-	if !errors.Is(err, ErrBuildIDInvalid) || res.Outcome != Failed {
-		t.Errorf("Rolling(build ID %q) = %+v, %v; want failed with ErrBuildIDInvalid", r.BuildID, res, err)
+	if !errors.Is(err, ErrBuildIDInvalid) || res.Outcome != "" {
+		t.Errorf("Rolling(build ID %q) = %+v, %v; want the zero Result and ErrBuildIDInvalid", r.BuildID, res, err)
 	}
 	if n := len(cs.Actions()); n != 0 {
 		t.Errorf("made %d calls, want none", n)
@@ -404,8 +404,8 @@ func TestRollingUnreadableRecordFailsClosed(t *testing.T) {
 			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v, want ErrRecordUnreadable saying %q", err, tt.want)
 			}
-			if res.Outcome != Failed {
-				t.Errorf("outcome %s, want failed", res.Outcome)
+			if res.Outcome != "" {
+				t.Errorf("outcome %q, want the zero Result", res.Outcome)
 			}
 			if n := len(patches(cs)); n != 0 {
 				t.Errorf("sent %d patches, want none", n)
@@ -448,5 +448,60 @@ func TestRollingInitContainer(t *testing.T) {
 	want := `deployment prod/web has no container "api" (it has containers "sidecar", "web" and init containers "migrate", "proxy")`
 	if !errors.Is(err, ErrTargetMissing) || !strings.Contains(err.Error(), want) {
 		t.Errorf("error = %v, want ErrTargetMissing saying %q", err, want)
+	}
+}
+
+// A Result means something only when the error is nil: every function
+// returns the zero Result with its error, whatever failed.
+func TestResultIsZeroOnError(t *testing.T) {
+	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
+	conflicts := func(cs *fake.Clientset, resource string) {
+		cs.PrependReactor("patch", resource, func(clienttesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewConflict(appsv1.Resource(resource), "web", errors.New("busy"))
+		})
+	}
+	tests := []struct {
+		name string
+		run  func(t *testing.T) (Result, error)
+	}{
+		{"rolling: the container is missing", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+			return Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, r2, Options{})
+		}},
+		{"rolling: endless conflicts", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
+			conflicts(cs, "deployments")
+			return Rolling(context.Background(), cs, target, r2, Options{})
+		}},
+		{"blue-green: the release never becomes available", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			controller(t, cs, oneUnavailable)
+			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: 100 * time.Millisecond})
+		}},
+		{"blue-green: the router claim keeps conflicting", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
+			conflicts(cs, "services")
+			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{})
+		}},
+		{"rollback: no previous release", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r3, 3), colour(Green, r2, 3))
+			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+		}},
+		{"rollback: the router changed", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
+			conflicts(cs, "services")
+			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := tt.run(t)
+			if err == nil {
+				t.Fatalf("no error (result %+v): the test needs a failure", res)
+			}
+			if diff := cmp.Diff(Result{}, res); diff != "" {
+				t.Errorf("Result with error %q (-want +got):\n%s", err, diff)
+			}
+		})
 	}
 }

@@ -48,16 +48,16 @@ func Undo(ctx context.Context, client kubernetes.Interface, t Target, o Options)
 	obj := "deployment " + d.Namespace + "/" + d.Name
 	live, err := annotationRecord(obj, d.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	newest, err := labelRecord(obj, d.Labels)
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 
 	prev, err := previousRevision(ctx, client, d)
 	if err != nil {
-		return failed(res, err)
+		return Result{}, err
 	}
 	template := prev.Spec.Template.DeepCopy()
 	delete(template.Labels, labelTemplateHash)

@@ -16,12 +16,12 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 )
 
-// waitRolledOut watches d until it is fully rolled out by kubectl's rules
-// while running img, and returns it as last seen. It fails with errChanged
-// when d stops running img (its digest, when img pins one), is scaled to 0 or deleted (another release took
-// it), with ErrProgressDeadline when its controller gives up, and with
+// waitRolledOut watches d until Status says it is rolled out, and returns
+// it as last seen. It fails with ErrProgressDeadline when Status does, with
 // ErrRolloutTimeout when ctx's rollout timeout (of length timeout, for the
-// message) runs out.
+// message) runs out, and with errChanged when d stops running img (its
+// digest, when img pins one), is scaled to 0 or deleted: not kubectl's rules
+// but this wait's own, because then another release has taken d.
 //
 // The watch starts at d's resourceVersion and selects d by name with a
 // field selector, which is what RBAC needs to grant watch on one name.
@@ -33,15 +33,11 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 		if replicas(d) == 0 {
 			return false, fmt.Errorf("%w: deployment %s/%s was scaled to 0", errChanged, d.Namespace, d.Name)
 		}
-		if d.Status.ObservedGeneration >= d.Generation {
-			for _, c := range d.Status.Conditions {
-				if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
-					return false, fmt.Errorf("%w: %s made no progress (%s): %s; traffic was not switched",
-						ErrProgressDeadline, d.Name, progress(d), c.Message)
-				}
-			}
+		_, done, err := Status(d)
+		if err != nil {
+			return false, fmt.Errorf("%w%s; traffic was not switched", err, progressingMessage(d))
 		}
-		return RolledOut(d), nil
+		return done, nil
 	}
 	if done, err := check(d); done || err != nil {
 		return d, err
@@ -79,39 +75,73 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 	})
 	if err != nil && ctx.Err() != nil {
 		if errors.Is(context.Cause(ctx), errTimeout) {
+			status, _, _ := Status(last)
 			return last, fmt.Errorf("%w: %s did not become available within %s (%s); traffic was not switched",
-				ErrRolloutTimeout, d.Name, timeout, progress(last))
+				ErrRolloutTimeout, d.Name, timeout, status)
 		}
 		return last, fmt.Errorf("waiting for deployment %s/%s: %w", d.Namespace, d.Name, context.Cause(ctx))
 	}
 	return last, err
 }
 
-// RolledOut reports whether d is fully rolled out by the rules of `kubectl
-// rollout status`: the controller has observed its spec, every replica is
-// updated, no old replica remains, and every updated replica is available.
-func RolledOut(d *appsv1.Deployment) bool {
+// Status says how far d's rollout is, by the rules and in the words of
+// `kubectl rollout status` (without its trailing newline): done is true once
+// the controller has observed d's spec, every desired replica is updated, no
+// old replica is left and every updated replica is available. The checks run
+// in kubectl's order, and each message names the first one that fails:
+//
+//	Waiting for deployment spec update to be observed...
+//	Waiting for deployment "web" rollout to finish: 2 out of 3 new replicas have been updated...
+//	Waiting for deployment "web" rollout to finish: 1 old replicas are pending termination...
+//	Waiting for deployment "web" rollout to finish: 2 of 3 updated replicas are available...
+//	deployment "web" successfully rolled out
+//
+// A Deployment whose controller reports ProgressDeadlineExceeded for its
+// current spec is not waited for: the error, kubectl's `deployment "web"
+// exceeded its progress deadline`, wraps ErrProgressDeadline. As in kubectl,
+// an unset spec.replicas (the API server always sets it) skips the count of
+// updated replicas.
+func Status(d *appsv1.Deployment) (message string, done bool, err error) {
 	st := d.Status
-	return st.ObservedGeneration >= d.Generation &&
-		st.UpdatedReplicas >= replicas(d) &&
-		st.Replicas <= st.UpdatedReplicas &&
-		st.AvailableReplicas >= st.UpdatedReplicas
+	if st.ObservedGeneration < d.Generation {
+		return "Waiting for deployment spec update to be observed...", false, nil
+	}
+	for _, c := range st.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {
+			return "", false, &deadlineError{name: d.Name}
+		}
+	}
+	waiting := fmt.Sprintf("Waiting for deployment %q rollout to finish: ", d.Name)
+	switch {
+	case d.Spec.Replicas != nil && st.UpdatedReplicas < *d.Spec.Replicas:
+		return waiting + fmt.Sprintf("%d out of %d new replicas have been updated...", st.UpdatedReplicas, *d.Spec.Replicas), false, nil
+	case st.Replicas > st.UpdatedReplicas:
+		return waiting + fmt.Sprintf("%d old replicas are pending termination...", st.Replicas-st.UpdatedReplicas), false, nil
+	case st.AvailableReplicas < st.UpdatedReplicas:
+		return waiting + fmt.Sprintf("%d of %d updated replicas are available...", st.AvailableReplicas, st.UpdatedReplicas), false, nil
+	}
+	return fmt.Sprintf("deployment %q successfully rolled out", d.Name), true, nil
 }
 
-// progress summarises d's rollout: "3/3", or the counts that are short.
-func progress(d *appsv1.Deployment) string {
-	st, want := d.Status, replicas(d)
-	if RolledOut(d) {
-		return fmt.Sprintf("%d/%d", st.AvailableReplicas, want)
+// deadlineError is Status's error for a Deployment past its progress
+// deadline.
+type deadlineError struct{ name string }
+
+func (e *deadlineError) Error() string {
+	return fmt.Sprintf("deployment %q exceeded its progress deadline", e.name)
+}
+
+func (e *deadlineError) Unwrap() error { return ErrProgressDeadline }
+
+// progressingMessage is ": " and the message of d's Progressing condition,
+// which says what made no progress, or "".
+func progressingMessage(d *appsv1.Deployment) string {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentProgressing && c.Message != "" {
+			return ": " + c.Message
+		}
 	}
-	s := fmt.Sprintf("%d/%d updated, %d available", st.UpdatedReplicas, want, st.AvailableReplicas)
-	if old := st.Replicas - st.UpdatedReplicas; old > 0 {
-		s += fmt.Sprintf(", %d old", old)
-	}
-	if st.ObservedGeneration < d.Generation {
-		s += ", spec not yet observed"
-	}
-	return s
+	return ""
 }
 
 func replicas(d *appsv1.Deployment) int32 {

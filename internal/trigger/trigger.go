@@ -23,6 +23,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/image"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/target"
 )
 
 // Connector hands out the target cluster's clientset and is told of errors
@@ -49,7 +50,8 @@ type Report struct {
 	Status    string
 	// Image is the image deployed, or that would have been.
 	Image string
-	// Previous is the image the target ran before.
+	// Previous is the image the target ran before, when the outcome is not
+	// Failed.
 	Previous string
 	Target   string
 	Outcome  rollout.Outcome
@@ -79,8 +81,15 @@ var ErrFutureBuild = errors.New("build created in the future")
 const MaxClockSkew = time.Minute
 
 // Handler decides and applies events for one configured target.
+//
+// It serves a configuration of exactly one target (the single-target
+// variables, or a targets file listing one). Serving several targets is not
+// built yet: with another number of targets every event fails, permanently,
+// saying so, rather than deploying to some of them.
 type Handler struct {
-	cfg  config.Config
+	cfg config.Config
+	// t is the one target served; its zero value when cfg has not exactly one.
+	t    target.Target
 	conn Connector
 	now  func() time.Time
 }
@@ -99,15 +108,18 @@ type Options struct {
 // connection is made on the first event that needs it.
 func New(cfg config.Config, opts Options) *Handler {
 	h := &Handler{cfg: cfg, conn: opts.Connector, now: opts.Now}
+	if len(cfg.Targets) == 1 {
+		h.t = cfg.Targets[0]
+	}
 	if h.conn == nil {
 		copts := opts.Cluster
 		if copts.EmulatorHost == "" {
 			copts.EmulatorHost = cfg.ContainerEmulatorHost
 		}
-		if cfg.Cluster != "" {
-			h.conn = cluster.NewGKE(cfg.ClusterName(), cfg.Endpoint, copts)
+		if h.t.Cluster.GKE() {
+			h.conn = cluster.NewGKE(h.t.Cluster.ResourceName(), h.t.Cluster.Endpoint, copts)
 		} else {
-			h.conn = cluster.NewKubeconfig(cfg.Kubeconfig, copts)
+			h.conn = cluster.NewKubeconfig(h.t.Cluster.Kubeconfig, copts)
 		}
 	}
 	if h.now == nil {
@@ -129,6 +141,9 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		return rep, err
 	}
 
+	if err := h.one(); err != nil {
+		return fail(err)
+	}
 	msg, err := buildevent.DecodeMessage(ev.Data)
 	if err != nil {
 		return fail(err)
@@ -160,11 +175,14 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	if build.GetStatus() != cloudbuildpb.Build_SUCCESS {
 		return skip("build status is %s, not SUCCESS", rep.Status)
 	}
-	ref, err := image.Select(h.cfg.Image, build.GetResults().GetImages())
+	ref, err := image.Select(h.t.Image, build.GetResults().GetImages())
 	if err != nil {
 		return skip("%v (pushed: %s)", err, pushed(build))
 	}
 	rep.Image = ref.String()
+	if ok, why := h.t.When.Match(build); !ok {
+		return skip("%s", why)
+	}
 	if published.IsZero() {
 		return fail(fmt.Errorf("%w: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", ErrNoPublishTime))
 	}
@@ -186,25 +204,24 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	// Bound the cluster work, so that a hung connection fails this delivery
 	// (and Pub/Sub retries it) instead of holding the instance until the
 	// platform's timeout.
-	ctx, cancel := context.WithTimeout(ctx, h.cfg.Budget())
+	ctx, cancel := context.WithTimeout(ctx, h.t.Budget())
 	defer cancel()
 	client, err := h.conn.Clientset(ctx)
 	if err != nil {
 		return fail(err)
 	}
 	var res rollout.Result
-	switch h.cfg.Strategy {
-	case config.BlueGreen:
+	switch h.t.Strategy {
+	case target.BlueGreen:
 		res, err = rollout.BlueGreen(ctx, client, h.blueGreenTarget(), release, h.blueGreenOptions())
 	default:
 		res, err = rollout.Rolling(ctx, client, h.rollingTarget(), release, rollout.Options{DryRun: h.cfg.DryRun})
 	}
 	h.conn.Forget(err)
-	rep.Previous = res.Previous
 	if err != nil {
-		return fail(err)
+		return fail(err) // The Result means nothing with an error.
 	}
-	rep.Outcome, rep.Reason = res.Outcome, res.Reason
+	rep.Outcome, rep.Reason, rep.Previous = res.Outcome, res.Reason, res.Previous
 	if h.cfg.DryRun {
 		rep.Patch = string(res.Patch)
 	}
@@ -218,12 +235,15 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 // rollout.Undo). Either way the build taken out is not deployed again by a
 // redelivery.
 func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
+	if err := h.one(); err != nil {
+		return rollout.Result{}, err
+	}
 	client, err := h.conn.Clientset(ctx)
 	if err != nil {
 		return rollout.Result{}, err
 	}
 	var res rollout.Result
-	if h.cfg.Strategy == config.BlueGreen {
+	if h.t.Strategy == target.BlueGreen {
 		res, err = rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
 	} else {
 		res, err = rollout.Undo(ctx, client, h.rollingTarget(), rollout.Options{DryRun: h.cfg.DryRun})
@@ -232,31 +252,41 @@ func (h *Handler) Rollback(ctx context.Context) (rollout.Result, error) {
 	return res, err
 }
 
+// one reports the configuration's number of targets as an error when it is
+// not the one target a Handler serves.
+func (h *Handler) one() error {
+	if n := len(h.cfg.Targets); n != 1 {
+		return fmt.Errorf("%w: %s lists %d targets; this version deploys to exactly one (serving several is not built yet)",
+			config.ErrInvalid, h.cfg.TargetsFile, n)
+	}
+	return nil
+}
+
 // target is what the configured strategy deploys to; its String is the
 // report's target.
 func (h *Handler) target() fmt.Stringer {
-	if h.cfg.Strategy == config.BlueGreen {
+	if h.t.Strategy == target.BlueGreen {
 		return h.blueGreenTarget()
 	}
 	return h.rollingTarget()
 }
 
 func (h *Handler) rollingTarget() rollout.Target {
-	return rollout.Target{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container}
+	return rollout.Target{Namespace: h.t.Namespace, Deployment: h.t.Deployment, Container: h.t.Container}
 }
 
 func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
-	t := rollout.BlueGreenTarget{Namespace: h.cfg.Namespace, Deployment: h.cfg.Deployment, Container: h.cfg.Container,
-		RouterKind: rollout.ServiceRouter, Router: h.cfg.Service}
-	if h.cfg.Ingress != "" {
-		t.RouterKind, t.Router = rollout.IngressRouter, h.cfg.Ingress
+	t := rollout.BlueGreenTarget{Namespace: h.t.Namespace, Deployment: h.t.Deployment, Container: h.t.Container,
+		RouterKind: rollout.ServiceRouter, Router: h.t.Service}
+	if h.t.Ingress != "" {
+		t.RouterKind, t.Router = rollout.IngressRouter, h.t.Ingress
 	}
 	return t
 }
 
 func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
-	return rollout.BlueGreenOptions{Timeout: h.cfg.RolloutTimeout, ScaleDownOld: h.cfg.ScaleDownOld, DryRun: h.cfg.DryRun,
-		ClaimExpiry: h.cfg.Budget()}
+	return rollout.BlueGreenOptions{Timeout: h.t.RolloutTimeout, ScaleDownOld: h.t.ScaleDownOld, ScaleDownDelay: h.t.ScaleDownDelay,
+		DryRun: h.cfg.DryRun, ClaimExpiry: h.t.Budget()}
 }
 
 // pushed lists a build's pushed image names, for a skip reason: five at

@@ -33,6 +33,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/target"
 )
 
 const webRepo = "us-docker.pkg.dev/demo-project/apps/web"
@@ -250,8 +251,10 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 		env  map[string]string
 		want time.Duration
 	}{
-		{nil, config.RollingBudget},
-		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, config.RollingBudget + 3*time.Minute},
+		{nil, target.RollingBudget},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget + 3*time.Minute},
+		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "45s"},
+			target.RollingBudget + 3*time.Minute + 45*time.Second},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
@@ -386,9 +389,11 @@ func TestHandleBlueGreen(t *testing.T) {
 		previous  string
 	}{
 		{"switches once the idle colour is available", "blue", available, rollout.Deployed,
-			"switched service web from blue to green after web-green became available (2/2)", false, "green", webRepo + ":initial"},
+			`switched service web from blue to green after deployment "web-green" successfully rolled out`, false, "green", webRepo + ":initial"},
+		// A failure's report has no previous image: only a Result says what
+		// ran, and a Result comes only without an error.
 		{"a release past its progress deadline is not switched to", "blue", deadline, rollout.Failed,
-			"release exceeded its progress deadline: web-green made no progress", false, "blue", webRepo + ":initial"},
+			`deployment "web-green" exceeded its progress deadline`, false, "blue", ""},
 		{"a router on neither colour", "canary", available, rollout.Failed,
 			`router points at no single colour: service default/web selects version="canary"`, false, "canary", ""},
 	}
@@ -432,7 +437,7 @@ func TestRollback(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "rolled back service web from green to blue after web-blue became available (2/2); it runs " + webRepo + ":initial" +
+	want := `rolled back service web from green to blue after deployment "web-blue" successfully rolled out; it runs ` + webRepo + ":initial" +
 		"; took over the expired claim onnewimage.dev/deploying=\"" + stale + "\" on service web (older than 6m0s, the longest an event may take: the invocation that made it is gone)"
 	if res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, want deployed %q", res.Outcome, res.Reason, want)
@@ -465,5 +470,90 @@ func TestRollbackRolling(t *testing.T) {
 	want := "rolled web back from revision 2 (no recorded build) to revision 1 (no recorded build); it runs " + webRepo + ":v1"
 	if err != nil || res.Outcome != rollout.Deployed || res.Reason != want {
 		t.Errorf("Rollback() = %s %q, %v; want deployed %q", res.Outcome, res.Reason, err, want)
+	}
+}
+
+// fileConfig loads a targets file holding targets.
+func fileConfig(t *testing.T, targets string) config.Config {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "targets.yaml")
+	if err := os.WriteFile(path, []byte("targets:\n"+targets), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path}[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+const webTarget = "  - {name: web, image: " + webRepo + ", cluster: {project: demo-project, location: us-central1, name: prod}, deployment: web, container: web}\n"
+
+// TestHandleOneTargetOfAFile checks that a targets file of one target
+// deploys as the single-target variables naming the same target do.
+func TestHandleOneTargetOfAFile(t *testing.T) {
+	var got []Report
+	for _, cfg := range []config.Config{testConfig(t, nil), fileConfig(t, webTarget)} {
+		cs := fake.NewClientset(webDeployment())
+		rep, err := New(cfg, Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }}).
+			Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, rep)
+	}
+	if got[0].Outcome != rollout.Deployed {
+		t.Fatalf("variables: %+v, want deployed", got[0])
+	}
+	if diff := cmp.Diff(got[0], got[1]); diff != "" {
+		t.Errorf("a one-target file's report differs from the variables' (-variables +file):\n%s", diff)
+	}
+}
+
+// TestHandleRefusesSeveralTargets checks that a file of several targets,
+// which this Handler cannot serve yet, fails every event permanently,
+// saying why, and deploys to none of them.
+func TestHandleRefusesSeveralTargets(t *testing.T) {
+	cfg := fileConfig(t, webTarget+strings.Replace(webTarget, "name: web,", "name: web-2,", 1))
+	conn := &connector{client: fake.NewClientset(webDeployment())}
+	rep, err := New(cfg, Options{Connector: conn, Now: func() time.Time { return now }}).
+		Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+	want := "invalid configuration: " + cfg.TargetsFile + " lists 2 targets; this version deploys to exactly one (serving several is not built yet)"
+	if rep.Outcome != rollout.Failed || !errors.Is(err, config.ErrInvalid) || Retryable(err) || err.Error() != want || conn.calls != 0 {
+		t.Errorf("Handle = %s, %v (retryable %v, %d connections); want a permanent failure %q and no connection",
+			rep.Outcome, err, Retryable(err), conn.calls, want)
+	}
+}
+
+// TestHandleAppliesTheRules checks that the one target of a file deploys
+// only the builds its when rules select (web-1 is built from branch main),
+// and that a skip names the rule and the build's value.
+func TestHandleAppliesTheRules(t *testing.T) {
+	tests := []struct {
+		when    string
+		outcome rollout.Outcome
+		reason  string
+	}{
+		{"{branch: main}", rollout.Deployed, ""},
+		{"{branch: 'release/.*'}", rollout.Skipped, `when.branch "release/.*" does not match BRANCH_NAME "main"`},
+		{"{tag: 'v.*'}", rollout.Skipped, `when.tag "v.*": the build has no TAG_NAME`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.when, func(t *testing.T) {
+			cfg := fileConfig(t, strings.Replace(webTarget, "}\n", ", when: "+tt.when+"}\n", 1))
+			cs := fake.NewClientset(webDeployment())
+			rep, err := New(cfg, Options{Connector: &connector{client: cs}, Now: func() time.Time { return now }}).
+				Handle(context.Background(), event(t, readBuild(t, "web-1-success.json"), nil, now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := []any{rep.Outcome, rep.Reason}
+			if tt.outcome == rollout.Deployed {
+				got[1] = ""
+			}
+			if diff := cmp.Diff([]any{tt.outcome, tt.reason}, got); diff != "" {
+				t.Errorf("Handle (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

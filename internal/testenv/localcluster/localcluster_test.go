@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
-	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -28,6 +27,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
 const (
@@ -191,8 +192,8 @@ func TestCluster(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ok, _ := rolledOut(d); ok || d.Status.AvailableReplicas != 0 {
-			t.Errorf("deployment of never-ready pods: rolled out %v, available %d; want false, 0", ok, d.Status.AvailableReplicas)
+		if status, done, _ := rollout.Status(d); done || d.Status.AvailableReplicas != 0 {
+			t.Errorf("deployment of never-ready pods: %q, available %d; want not rolled out, 0", status, d.Status.AvailableReplicas)
 		}
 	})
 
@@ -384,26 +385,6 @@ func deployment(name, image string, replicas int32, extraLabels map[string]strin
 	}
 }
 
-// rolledOut applies kubectl's rollout-status rules and says what is missing.
-func rolledOut(d *appsv1.Deployment) (bool, string) {
-	want := int32(1)
-	if d.Spec.Replicas != nil {
-		want = *d.Spec.Replicas
-	}
-	s := d.Status
-	switch {
-	case s.ObservedGeneration < d.Generation:
-		return false, fmt.Sprintf("observed generation %d < %d", s.ObservedGeneration, d.Generation)
-	case s.UpdatedReplicas != want:
-		return false, fmt.Sprintf("%d of %d replicas updated", s.UpdatedReplicas, want)
-	case s.Replicas != want:
-		return false, fmt.Sprintf("%d replicas, %d wanted (old ones terminating)", s.Replicas, want)
-	case s.AvailableReplicas != want:
-		return false, fmt.Sprintf("%d of %d replicas available", s.AvailableReplicas, want)
-	}
-	return true, ""
-}
-
 func waitRolledOut(ctx context.Context, t *testing.T, client kubernetes.Interface, ns, name string) *appsv1.Deployment {
 	t.Helper()
 	start := time.Now()
@@ -414,9 +395,9 @@ func waitRolledOut(ctx context.Context, t *testing.T, client kubernetes.Interfac
 		if d, err = client.AppsV1().Deployments(ns).Get(ctx, name, metav1.GetOptions{}); err != nil {
 			return false, err
 		}
-		var ok bool
-		ok, why = rolledOut(d)
-		return ok, nil
+		var done bool
+		why, done, err = rollout.Status(d)
+		return done, err
 	})
 	if err != nil {
 		t.Fatalf("deployment %s/%s not rolled out (%s): %v", ns, name, why, err)

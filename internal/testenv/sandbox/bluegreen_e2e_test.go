@@ -11,13 +11,17 @@ import (
 	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
+	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/tools/cache"
+	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
@@ -63,6 +67,8 @@ type change struct {
 	rv   int64
 	kind string
 	obj  runtime.Object
+	// at is when the watch delivered it.
+	at time.Time
 }
 
 func record(ctx context.Context, t *testing.T, sb *Sandbox) *history {
@@ -107,7 +113,7 @@ func record(ctx context.Context, t *testing.T, sb *Sandbox) *history {
 				}
 				rv, _ := strconv.ParseInt(m.GetResourceVersion(), 10, 64)
 				h.mu.Lock()
-				h.events = append(h.events, change{rv: rv, kind: kind, obj: ev.Object})
+				h.events = append(h.events, change{rv: rv, kind: kind, obj: ev.Object, at: time.Now()})
 				h.mu.Unlock()
 			}
 		}()
@@ -215,9 +221,8 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 		if to == "" || to == routed {
 			continue
 		}
-		d := latest[to]
-		if d == nil || !rollout.RolledOut(d) {
-			t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %+v)", to, c.rv, statusOf(d))
+		if status := statusOf(latest[to]); status != fmt.Sprintf("deployment %q successfully rolled out", to) {
+			t.Errorf("traffic switched to %s at resourceVersion %d before it was rolled out (last seen: %s)", to, c.rv, status)
 		}
 		switches = append(switches, to)
 		routed = to
@@ -225,11 +230,16 @@ func (h *history) checkSwitchOrder(t *testing.T) []string {
 	return switches
 }
 
-func statusOf(d *appsv1.Deployment) any {
+// statusOf is what rollout.Status says of d.
+func statusOf(d *appsv1.Deployment) string {
 	if d == nil {
 		return "never seen"
 	}
-	return d.Status
+	status, _, err := rollout.Status(d)
+	if err != nil {
+		return err.Error()
+	}
+	return status
 }
 
 func router(ctx context.Context, t *testing.T, sb *Sandbox, kind string) (string, map[string]string) {
@@ -342,8 +352,8 @@ func TestE2EBlueGreenNeverSwitchesToABrokenRelease(t *testing.T) {
 	if got := h.checkSwitchOrder(t); len(got) != 0 {
 		t.Errorf("traffic moved %v during a broken release", got)
 	}
-	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || !rollout.RolledOut(d) {
-		t.Errorf("the live colour changed: %s", webContainer(d))
+	if d := getDeployment(ctx, t, sb, green); webContainer(d) != pinned(b1) || statusOf(d) != `deployment "web-green" successfully rolled out` {
+		t.Errorf("the live colour changed: %s (%s)", webContainer(d), statusOf(d))
 	}
 }
 
@@ -369,8 +379,8 @@ func TestE2EBlueGreenRollback(t *testing.T) {
 		t.Fatalf("after rollback: router on %s, want %s", live, blue)
 	}
 	d := getDeployment(ctx, t, sb, blue)
-	if webContainer(d) != initial || *d.Spec.Replicas != 3 || !rollout.RolledOut(d) {
-		t.Errorf("blue after rollback: %s, %d replicas, rolled out %v; want the previous release back at full size", webContainer(d), *d.Spec.Replicas, rollout.RolledOut(d))
+	if webContainer(d) != initial || *d.Spec.Replicas != 3 || statusOf(d) != `deployment "web-blue" successfully rolled out` {
+		t.Errorf("blue after rollback: %s, %d replicas, %s; want the previous release back at full size, rolled out", webContainer(d), *d.Spec.Replicas, statusOf(d))
 	}
 	h.catchUp(ctx, t, sb)
 	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{blue}) {
@@ -403,4 +413,142 @@ func TestE2EBlueGreenRacingAndDuplicateEvents(t *testing.T) {
 		t.Errorf("traffic switched %d times (%v) for %d deploys %v: want exactly one switch per deploy", len(switches), switches, len(deployed), deployed)
 	}
 	t.Logf("%d messages, deployed %v", len(order), deployed)
+}
+
+// waitRouted watches the router Service until it sends traffic to colour.
+func waitRouted(ctx context.Context, t *testing.T, sb *Sandbox, colour string) {
+	t.Helper()
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	lw := cache.NewListWatchFromClient(sb.Admin.CoreV1().RESTClient(), "services", Namespace, fields.OneTermEqualSelector("metadata.name", "web"))
+	if _, err := watchtools.UntilWithSync(wait, lw, &corev1.Service{}, nil, func(ev watch.Event) (bool, error) {
+		return routedTo(ev.Object) == colour, nil
+	}); err != nil {
+		t.Fatalf("waiting for the router to send traffic to %s: %v", colour, err)
+	}
+}
+
+// blueReplicas lists, from the recorded history, every change of blue's
+// replica count as "RV: SPEC/AVAILABLE", starting with blue as it was.
+func (h *history) blueReplicas() []string {
+	d := h.colours[blue]
+	out := []string{fmt.Sprintf("start: %d/%d", *d.Spec.Replicas, d.Status.AvailableReplicas)}
+	last := out[0][len("start: "):]
+	for _, c := range h.sorted() {
+		if d, ok := c.obj.(*appsv1.Deployment); ok && d.Name == blue {
+			if s := fmt.Sprintf("%d/%d", *d.Spec.Replicas, d.Status.AvailableReplicas); s != last {
+				out = append(out, fmt.Sprintf("%d: %s", c.rv, s))
+				last = s
+			}
+		}
+	}
+	return out
+}
+
+// With SCALE_DOWN_OLD, the old colour keeps serving (its replicas stay
+// available) after the router switch until SCALE_DOWN_DELAY has passed, and
+// is scaled to zero only then.
+func TestE2EBlueGreenScaleDownDelay(t *testing.T) {
+	const delay = 4 * time.Second
+	sb, ctx := blueGreen(t, "service", map[string]string{"SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": delay.String()})
+	h := record(ctx, t, sb)
+	b1 := load(t, "web-1-success.json")
+	line := publish(ctx, t, sb, b1)
+	if line["outcome"] != "deployed" || !strings.Contains(line["reason"].(string), "scaled web-blue to 0") {
+		t.Fatalf("build 1: %v, want deployed and blue scaled down", line)
+	}
+	h.catchUp(ctx, t, sb)
+
+	var switched, scaled *change
+	routed := h.initial
+	for _, c := range h.sorted() {
+		if to := routedTo(c.obj); to != "" && to != routed {
+			routed = to
+			if to == green && switched == nil {
+				switched = &c
+			}
+			continue
+		}
+		d, ok := c.obj.(*appsv1.Deployment)
+		if !ok || d.Name != blue || switched == nil {
+			continue
+		}
+		if *d.Spec.Replicas == 0 {
+			scaled = &c
+			break
+		}
+		if d.Status.AvailableReplicas != 3 {
+			t.Errorf("blue had %d available replicas at resourceVersion %d, after the switch and before its scale-down: want all 3 still serving", d.Status.AvailableReplicas, c.rv)
+		}
+	}
+	if switched == nil || scaled == nil {
+		t.Fatalf("history: switch to green %v, scale-down of blue %v; want both (blue: %v)", switched != nil, scaled != nil, h.blueReplicas())
+	}
+	// The scale-down patch itself finds every old replica available: blue
+	// served until that moment.
+	if diff := cmp.Diff([]string{"start: 3/3", fmt.Sprintf("%d: 0/3", scaled.rv)}, h.blueReplicas()[:2]); diff != "" {
+		t.Errorf("blue's replicas, spec/available (-want +got):\n%s", diff)
+	}
+	// Not before the delay. The two times are when two watches delivered
+	// the changes: allow them a little skew.
+	gap := scaled.at.Sub(switched.at)
+	if gap < delay-time.Second {
+		t.Errorf("blue was scaled down %s after the switch, want no sooner than SCALE_DOWN_DELAY=%s", gap, delay)
+	}
+	t.Logf("blue was scaled down %s after the switch (%s)", gap.Round(time.Millisecond), line["reason"])
+	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{green}) {
+		t.Errorf("traffic went to %v, want [web-green]", got)
+	}
+}
+
+// A rollback run during SCALE_DOWN_DELAY finds the old colour still up and
+// switches straight back to it; the delayed scale-down then leaves it alone,
+// because it is live again.
+func TestE2EBlueGreenRollbackWithinScaleDownDelay(t *testing.T) {
+	sb, ctx := blueGreen(t, "service", map[string]string{"SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "20s"})
+	rollbackEnv := map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "1m"}
+	// Build cmd/rollback now (go run caches it), so that the rollback below
+	// takes seconds, well within the delay.
+	if out, err := sb.Run(ctx, "rollback", rollbackEnv, "-dry-run"); err != nil {
+		t.Fatal(err)
+	} else {
+		t.Logf("rollback -dry-run said: %s", out)
+	}
+	h := record(ctx, t, sb)
+	b1 := load(t, "web-1-success.json")
+	seen := len(sb.Function.Logs())
+	if _, err := sb.Publish(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	waitRouted(ctx, t, sb, green)
+
+	out, err := sb.Run(ctx, "rollback", rollbackEnv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("rollback said: %s", out)
+	if live, _ := router(ctx, t, sb, "service"); live != blue {
+		t.Fatalf("after rollback: router on %s, want %s", live, blue)
+	}
+
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	line, err := sb.Function.WaitLog(wait, seen, func(l map[string]any) bool { return l["buildId"] == b1.GetId() })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if line["outcome"] != "deployed" || !strings.Contains(line["reason"].(string), "left web-blue running: traffic went back to it") {
+		t.Errorf("build 1: %v, want deployed, and blue left running because traffic went back to it", line)
+	}
+	if live, _ := router(ctx, t, sb, "service"); live != blue {
+		t.Errorf("router on %s after the delayed scale-down, want %s", live, blue)
+	}
+	h.catchUp(ctx, t, sb)
+	// Blue was never scaled down, so the rollback did not have to scale it up.
+	if diff := cmp.Diff([]string{"start: 3/3"}, h.blueReplicas()); diff != "" {
+		t.Errorf("blue's replicas, spec/available (-want +got):\n%s", diff)
+	}
+	if got := h.checkSwitchOrder(t); fmt.Sprint(got) != fmt.Sprint([]string{green, blue}) {
+		t.Errorf("traffic went to %v, want [web-green web-blue]", got)
+	}
 }

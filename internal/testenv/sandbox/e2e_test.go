@@ -58,7 +58,7 @@ func start(t *testing.T, opts Options, deployments ...string) (*Sandbox, context
 		deployments = []string{Deployment}
 	}
 	for _, name := range deployments {
-		if _, err := sb.WaitFor(ctx, name, rollout.RolledOut); err != nil {
+		if _, err := sb.WaitRolledOut(ctx, name, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -124,7 +124,7 @@ func waitRolledOutOn(ctx context.Context, t *testing.T, sb *Sandbox, name, image
 	t.Helper()
 	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	d, err := sb.WaitFor(wait, name, func(d *appsv1.Deployment) bool { return rollout.RolledOut(d) && webContainer(d) == image })
+	d, err := sb.WaitRolledOut(wait, name, func(d *appsv1.Deployment) bool { return webContainer(d) == image })
 	if err != nil {
 		t.Fatalf("deployment never rolled out on %s (last: %s): %v", image, webContainer(d), err)
 	}

@@ -210,7 +210,7 @@ func TestE2EBlueGreenRollbackTakesOverAStaleClaim(t *testing.T) {
 		t.Errorf("after rollback: router on %s with claim %q, want blue and no claim", live, ann[rollout.AnnotationDeploying])
 	}
 	d := getDeployment(ctx, t, sb, blue)
-	if webContainer(d) != initial || !rollout.RolledOut(d) {
-		t.Errorf("blue runs %s, want the initial release", webContainer(d))
+	if _, done, err := rollout.Status(d); webContainer(d) != initial || !done || err != nil {
+		t.Errorf("blue runs %s (rolled out: %v, %v), want the initial release, rolled out", webContainer(d), done, err)
 	}
 }

@@ -50,6 +50,7 @@ import (
 	watchtools "k8s.io/client-go/tools/watch"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
+	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
 	"github.com/onnewimage/onnewimage/internal/testenv/pubsubemu"
@@ -417,6 +418,27 @@ func (s *Sandbox) WaitFor(ctx context.Context, name string, cond func(*appsv1.De
 		return last, fmt.Errorf("waiting for deployment %s: %w", name, err)
 	}
 	return last, nil
+}
+
+// WaitRolledOut watches the Deployment name until rollout.Status says it is
+// rolled out and cond (when not nil) holds, and returns it. It fails at once
+// when Status does (a progress deadline), and otherwise says, on timeout,
+// what Status last said.
+func (s *Sandbox) WaitRolledOut(ctx context.Context, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
+	var status string
+	var statusErr error
+	d, err := s.WaitFor(ctx, name, func(d *appsv1.Deployment) bool {
+		var done bool
+		status, done, statusErr = rollout.Status(d)
+		return statusErr != nil || done && (cond == nil || cond(d))
+	})
+	switch {
+	case statusErr != nil:
+		return d, fmt.Errorf("waiting for deployment %s: %w", name, statusErr)
+	case err != nil:
+		return d, fmt.Errorf("%w (%s)", err, status)
+	}
+	return d, nil
 }
 
 // Publish publishes b to cloud-builds as Cloud Build does: the Build as
