@@ -89,10 +89,9 @@ func DecodeMessage(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("%w: envelope has no \"message\"", ErrMalformed)
 	}
 	m := env.Message
-	if m.MessageID != "" && m.MessageIDSnake != "" && m.MessageID != m.MessageIDSnake ||
-		m.PublishTime != "" && m.PublishTimeSnake != "" && m.PublishTime != m.PublishTimeSnake {
+	if m.MessageID != "" && m.MessageIDSnake != "" && m.MessageID != m.MessageIDSnake {
 		// Pub/Sub writes both spellings with one value.
-		return Message{}, fmt.Errorf("%w: %w: messageId/message_id or publishTime/publish_time differ", ErrMalformed, ErrDuplicateKey)
+		return Message{}, fmt.Errorf("%w: %w: messageId %q and message_id %q differ", ErrMalformed, ErrDuplicateKey, m.MessageID, m.MessageIDSnake)
 	}
 	// Strict: Pub/Sub writes one spelling of each message, so another (URL
 	// alphabet, no padding, stray bits) was written by someone else.
@@ -105,10 +104,17 @@ func DecodeMessage(data []byte) (Message, error) {
 		Attributes: m.Attributes,
 		Data:       raw,
 	}
-	if ts := first(m.PublishTime, m.PublishTimeSnake); ts != "" {
+	for _, ts := range []string{m.PublishTime, m.PublishTimeSnake} {
+		if ts == "" {
+			continue
+		}
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
 			return Message{}, fmt.Errorf("%w: publishTime %q: %v", ErrMalformed, ts, err)
+		}
+		if !msg.PublishTime.IsZero() && !t.Equal(msg.PublishTime) {
+			return Message{}, fmt.Errorf("%w: %w: publishTime %s and publish_time %s differ", ErrMalformed, ErrDuplicateKey,
+				msg.PublishTime.Format(time.RFC3339Nano), t.Format(time.RFC3339Nano))
 		}
 		msg.PublishTime = t
 	}

@@ -206,6 +206,10 @@ func TestDecodeMessageRefuses(t *testing.T) {
 			}
 		})
 	}
+	sameInstant := `{"message":{"data":"e30=","publishTime":"2020-04-03T23:51:29.811Z","publish_time":"2020-04-03T23:51:29.811000+00:00"}}`
+	if m, err := DecodeMessage([]byte(sameInstant)); err != nil || !m.PublishTime.Equal(time.Date(2020, 4, 3, 23, 51, 29, 811e6, time.UTC)) {
+		t.Errorf("one publish time spelt two ways: %v, %v; want it accepted", m.PublishTime, err)
+	}
 	if m, err := DecodeMessage(envelopeOf(std)); err != nil || string(m.Data) != string(build) {
 		t.Errorf("standard padded base64: %q, %v; want %q", m.Data, err, build)
 	}
