@@ -124,7 +124,7 @@ func TestE2EOneBuildSeveralTargets(t *testing.T) {
 		"web-prod":       prod + " skipped " + noTag + " retry=<nil>",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("feature branch (-want +got):\n%s", diff)
+		t.Fatalf("feature branch (-want +got):\n%s", diff)
 	}
 	for key, d := range snapshot(ctx, t, sb) {
 		if d.Generation != before[key].Generation || d.ResourceVersion != before[key].ResourceVersion {
@@ -143,9 +143,11 @@ func TestE2EOneBuildSeveralTargets(t *testing.T) {
 		"web-prod":       prod + " deployed  retry=<nil>",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("tagged build (-want +got):\n%s", diff)
+		t.Fatalf("tagged build (-want +got):\n%s", diff)
 	}
-	if _, err := sb.WaitRolledOutIn(ctx, prodNS, "web-green", func(d *appsv1.Deployment) bool { return webContainer(d) == pinned(tagged) }); err != nil {
+	waitProd, cancelProd := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancelProd()
+	if _, err := sb.WaitRolledOutIn(waitProd, prodNS, "web-green", func(d *appsv1.Deployment) bool { return webContainer(d) == pinned(tagged) }); err != nil {
 		t.Fatal(err)
 	}
 	svc, err := sb.Admin.CoreV1().Services(prodNS).Get(ctx, "web", metav1.GetOptions{})
@@ -177,7 +179,7 @@ func TestE2EOneBuildSeveralTargets(t *testing.T) {
 		"web-prod":    prod + " skipped " + noTag + " retry=<nil>",
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("build of main (-want +got):\n%s", diff)
+		t.Fatalf("build of main (-want +got):\n%s", diff)
 	}
 	web := waitRolledOutOn(ctx, t, sb, Deployment, pinned(main))
 
@@ -193,7 +195,7 @@ func TestE2EOneBuildSeveralTargets(t *testing.T) {
 	if err != nil {
 		t.Fatalf("worker never deployed after its Role was applied: %v", err)
 	}
-	if _, err := sb.WaitRolledOut(ctx, "worker", func(d *appsv1.Deployment) bool { return webContainer(d) == pinned(main) }); err != nil {
+	if _, err := sb.WaitRolledOut(wait, "worker", func(d *appsv1.Deployment) bool { return webContainer(d) == pinned(main) }); err != nil {
 		t.Fatal(err)
 	}
 	// Every redelivery of main: web skips (already running), prod skips
