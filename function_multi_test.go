@@ -198,9 +198,9 @@ func TestDismissedMessageLogsOneLine(t *testing.T) {
 		"  - {name: b, image: "+sampleRepo+", cluster: {project: demo, location: us-central1, name: staging}, namespace: web, deployment: web, container: web, when: {branch: main}}\n",
 		staging)
 	published := time.Now()
-	for _, file := range []string{"cloudbuild-build-QUEUED.kazuhito-m.json", "cloudbuild-build-SUCCESS-noimages.kazuhito-m.json"} {
+	for file, status := range map[string]string{"cloudbuild-build-QUEUED.kazuhito-m.json": "QUEUED", "cloudbuild-build-SUCCESS-noimages.kazuhito-m.json": "SUCCESS"} {
 		t.Run(file, func(t *testing.T) {
-			code, line := send(t, deliveries["raw push body"](t, envelope(sample(t, file), "", published), published))
+			code, line := send(t, deliveries["raw push body"](t, envelope(sample(t, file), status, published), published))
 			if code != http.StatusOK || line["target"] != "" || line["targetName"] != "" || line["outcome"] != "skipped" {
 				t.Errorf("HTTP %d, %v; want 200 and one skipped line naming no target", code, line)
 			}

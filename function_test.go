@@ -71,6 +71,14 @@ func (b *lockedBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
+// takeText returns the text written since the last call, as written.
+func (b *lockedBuffer) takeText() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	defer b.buf.Reset()
+	return b.buf.String()
+}
+
 // take returns the log lines written since the last call.
 func (b *lockedBuffer) take() []map[string]any {
 	b.mu.Lock()

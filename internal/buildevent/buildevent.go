@@ -10,6 +10,8 @@
 package buildevent
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -22,6 +24,25 @@ import (
 // ErrMalformed is wrapped by every decoding error: the message can never be
 // understood, so it must not be retried.
 var ErrMalformed = errors.New("malformed build message")
+
+// Why a message is malformed. Each is wrapped together with ErrMalformed.
+var (
+	// ErrTooLarge means the event data exceeds MaxSize.
+	ErrTooLarge = errors.New("message too large")
+	// ErrEncoding means message.data is not standard, padded base64, the only
+	// encoding Pub/Sub writes.
+	ErrEncoding = errors.New("message data is not standard padded base64")
+	// ErrDuplicateKey means a JSON object names a key twice, which decoders
+	// resolve differently (encoding/json keeps the last, others the first).
+	ErrDuplicateKey = errors.New("duplicated JSON key")
+	// ErrMismatch means the status attribute and the build disagree.
+	ErrMismatch = errors.New("message attributes disagree with the build")
+)
+
+// MaxSize is the largest event data decoded, in bytes. Cloud Build's Build
+// messages are a few kilobytes; a build pushing ten thousand images is about
+// 2 MiB once base64-encoded. Anything larger is refused before decoding.
+const MaxSize = 4 << 20
 
 // Message is a Pub/Sub message as delivered to the function.
 type Message struct {
@@ -39,7 +60,7 @@ type Message struct {
 // which is also the body of a raw push delivery.
 type envelope struct {
 	Message *struct {
-		Data             []byte            `json:"data"`
+		Data             string            `json:"data"`
 		Attributes       map[string]string `json:"attributes"`
 		MessageID        string            `json:"messageId"`
 		MessageIDSnake   string            `json:"message_id"`
@@ -50,9 +71,16 @@ type envelope struct {
 }
 
 // DecodeMessage decodes a messagePublished CloudEvent's data (or a raw push
-// body). It fails, wrapping ErrMalformed, when there is no message or its
-// data is not base64.
+// body). It fails, wrapping ErrMalformed, when there is no message, and also
+// ErrTooLarge, ErrDuplicateKey or ErrEncoding when the data exceeds MaxSize,
+// names a key twice, or message.data is not standard padded base64.
 func DecodeMessage(data []byte) (Message, error) {
+	if len(data) > MaxSize {
+		return Message{}, fmt.Errorf("%w: %w: %d bytes, more than %d", ErrMalformed, ErrTooLarge, len(data), MaxSize)
+	}
+	if err := unique(data); err != nil {
+		return Message{}, fmt.Errorf("%w: envelope: %w", ErrMalformed, err)
+	}
 	var env envelope
 	if err := json.Unmarshal(data, &env); err != nil {
 		return Message{}, fmt.Errorf("%w: envelope: %v", ErrMalformed, err)
@@ -61,19 +89,47 @@ func DecodeMessage(data []byte) (Message, error) {
 		return Message{}, fmt.Errorf("%w: envelope has no \"message\"", ErrMalformed)
 	}
 	m := env.Message
+	if m.MessageID != "" && m.MessageIDSnake != "" && m.MessageID != m.MessageIDSnake {
+		// Pub/Sub writes both spellings with one value.
+		return Message{}, fmt.Errorf("%w: %w: messageId %q and message_id %q differ", ErrMalformed, ErrDuplicateKey, m.MessageID, m.MessageIDSnake)
+	}
+	// Strict: Pub/Sub writes one spelling of each message, so another (URL
+	// alphabet, no padding, stray bits) was written by someone else.
+	raw, err := base64.StdEncoding.Strict().DecodeString(m.Data)
+	if err != nil {
+		return Message{}, fmt.Errorf("%w: %w: %v", ErrMalformed, ErrEncoding, err)
+	}
 	msg := Message{
 		ID:         first(m.MessageID, m.MessageIDSnake),
 		Attributes: m.Attributes,
-		Data:       m.Data,
+		Data:       raw,
 	}
-	if ts := first(m.PublishTime, m.PublishTimeSnake); ts != "" {
+	for _, ts := range []string{m.PublishTime, m.PublishTimeSnake} {
+		if ts == "" {
+			continue
+		}
 		t, err := time.Parse(time.RFC3339Nano, ts)
 		if err != nil {
 			return Message{}, fmt.Errorf("%w: publishTime %q: %v", ErrMalformed, ts, err)
 		}
+		if !msg.PublishTime.IsZero() && !t.Equal(msg.PublishTime) {
+			return Message{}, fmt.Errorf("%w: %w: publishTime %s and publish_time %s differ", ErrMalformed, ErrDuplicateKey,
+				msg.PublishTime.Format(time.RFC3339Nano), t.Format(time.RFC3339Nano))
+		}
 		msg.PublishTime = t
 	}
 	return msg, nil
+}
+
+// Check reports, wrapping ErrMismatch, a message whose status attribute is
+// not its build's status. Cloud Build sets it from the build it publishes, so
+// a disagreement is a message written by someone else; an absent attribute
+// leaves the build to decide.
+func (m Message) Check(b *cloudbuildpb.Build) error {
+	if s, ok := m.Attributes["status"]; ok && s != b.GetStatus().String() {
+		return fmt.Errorf("%w: %w: status attribute %q, build status %s", ErrMalformed, ErrMismatch, s, b.GetStatus())
+	}
+	return nil
 }
 
 // Status returns the build status the message announces: its status
@@ -88,10 +144,14 @@ var unmarshal = protojson.UnmarshalOptions{DiscardUnknown: true}
 
 // DecodeBuild decodes a message's data into a Build. Unknown fields are
 // discarded; a body that is not a Build (empty, not JSON, wrong types) fails
-// wrapping ErrMalformed.
+// wrapping ErrMalformed, and also ErrDuplicateKey when it names a key twice,
+// even an unknown one.
 func DecodeBuild(data []byte) (*cloudbuildpb.Build, error) {
 	if len(data) == 0 {
 		return nil, fmt.Errorf("%w: message has no data", ErrMalformed)
+	}
+	if err := unique(data); err != nil {
+		return nil, fmt.Errorf("%w: build: %w", ErrMalformed, err)
 	}
 	b := new(cloudbuildpb.Build)
 	if err := unmarshal.Unmarshal(data, b); err != nil {
@@ -123,4 +183,51 @@ func first(a, b string) string {
 		return a
 	}
 	return b
+}
+
+// unique walks the JSON in data and fails, wrapping ErrDuplicateKey, when an
+// object names a key twice. Invalid JSON passes: the decoder that follows
+// says what is wrong with it.
+func unique(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	var walk func() error
+	walk = func() error {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch tok {
+		case json.Delim('{'):
+			seen := map[string]bool{}
+			for dec.More() {
+				key, err := dec.Token()
+				if err != nil {
+					return err
+				}
+				k, _ := key.(string)
+				if seen[k] {
+					return fmt.Errorf("%w %q", ErrDuplicateKey, k)
+				}
+				seen[k] = true
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		case json.Delim('['):
+			for dec.More() {
+				if err := walk(); err != nil {
+					return err
+				}
+			}
+			_, err = dec.Token()
+			return err
+		}
+		return nil
+	}
+	if err := walk(); errors.Is(err, ErrDuplicateKey) {
+		return err
+	}
+	return nil
 }

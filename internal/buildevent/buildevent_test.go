@@ -6,9 +6,11 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -140,10 +142,22 @@ func TestDecodeMessageRejects(t *testing.T) {
 	}
 }
 
-// FuzzDecode checks that no input makes the decoders panic.
+// FuzzDecode checks that no input makes the decoders panic. It is seeded
+// with every sample in testdata, as it is and wrapped in an envelope.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(`{"message":{"data":"e30=","attributes":{"status":"SUCCESS"}}}`))
-	f.Add(readSampleF(f, "cloudbuild-build-SUCCESS-with-images.knative-gcp.json"))
+	files, err := filepath.Glob(filepath.Join("..", "..", "testdata", "*", "*"))
+	if err != nil || len(files) == 0 {
+		f.Fatalf("samples: %v, %v", files, err)
+	}
+	for _, file := range files {
+		raw, err := os.ReadFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(raw)
+		f.Add([]byte(`{"message":{"data":"` + base64.StdEncoding.EncodeToString(raw) + `","attributes":{"status":"SUCCESS"}}}`))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if m, err := DecodeMessage(b); err == nil {
 			DecodeBuild(m.Data) // Only panics matter here.
@@ -152,10 +166,97 @@ func FuzzDecode(f *testing.F) {
 	})
 }
 
-func readSampleF(f *testing.F, name string) []byte {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "testdata", "cloudbuild", name))
-	if err != nil {
-		f.Fatal(err)
+// envelopeOf is a messagePublished envelope whose message.data is data, as
+// given (already encoded, or not).
+func envelopeOf(data string) []byte {
+	return []byte(`{"message":{"attributes":{"buildId":"b","status":"SUCCESS"},"data":"` + data + `","messageId":"1"},"subscription":"s"}`)
+}
+
+// TestDecodeMessageRefuses checks each decoding rule and the sentinel that
+// classifies it; every refusal also wraps ErrMalformed (never retried).
+func TestDecodeMessageRefuses(t *testing.T) {
+	// {"id":"?>"} encodes with '+' and '/' in the standard alphabet, so its
+	// URL-safe spelling differs.
+	build := []byte(`{"id":"?>?~"}`)
+	std := base64.StdEncoding.EncodeToString(build)
+	if !strings.ContainsAny(std, "+/=") {
+		t.Fatalf("sample %q encodes as %q: pick one that needs + / or padding", build, std)
 	}
-	return raw
+	tests := []struct {
+		name string
+		body []byte
+		want error
+	}{
+		{"URL-safe base64", envelopeOf(base64.URLEncoding.EncodeToString(build)), ErrEncoding},
+		{"unpadded base64", envelopeOf(base64.RawStdEncoding.EncodeToString(build)), ErrEncoding},
+		{"not base64", envelopeOf("%%%"), ErrEncoding},
+		{"non-canonical padding bits", envelopeOf("e31="), ErrEncoding},
+		{"duplicated data key", []byte(`{"message":{"data":"` + std + `","data":"e30="}}`), ErrDuplicateKey},
+		{"duplicated message key", []byte(`{"message":{"data":"e30="},"message":{"data":"` + std + `"}}`), ErrDuplicateKey},
+		{"duplicated attribute", []byte(`{"message":{"attributes":{"status":"FAILURE","status":"SUCCESS"},"data":"e30="}}`), ErrDuplicateKey},
+		{"messageId and message_id differ", []byte(`{"message":{"data":"e30=","messageId":"1","message_id":"2"}}`), ErrDuplicateKey},
+		{"publishTime and publish_time differ", []byte(`{"message":{"data":"e30=","publishTime":"2020-01-01T00:00:00Z","publish_time":"2099-01-01T00:00:00Z"}}`), ErrDuplicateKey},
+		{"too large", envelopeOf(strings.Repeat("A", MaxSize)), ErrTooLarge},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := DecodeMessage(tt.body)
+			if !errors.Is(err, tt.want) || !errors.Is(err, ErrMalformed) {
+				t.Errorf("DecodeMessage error = %v, want %v wrapped with %v", err, tt.want, ErrMalformed)
+			}
+		})
+	}
+	sameInstant := `{"message":{"data":"e30=","publishTime":"2020-04-03T23:51:29.811Z","publish_time":"2020-04-03T23:51:29.811000+00:00"}}`
+	if m, err := DecodeMessage([]byte(sameInstant)); err != nil || !m.PublishTime.Equal(time.Date(2020, 4, 3, 23, 51, 29, 811e6, time.UTC)) {
+		t.Errorf("one publish time spelt two ways: %v, %v; want it accepted", m.PublishTime, err)
+	}
+	if m, err := DecodeMessage(envelopeOf(std)); err != nil || string(m.Data) != string(build) {
+		t.Errorf("standard padded base64: %q, %v; want %q", m.Data, err, build)
+	}
+}
+
+func TestDecodeBuildRefusesDuplicatedKeys(t *testing.T) {
+	tests := []struct {
+		name, data string
+		want       error
+	}{
+		{"status twice", `{"id":"x","status":"FAILURE","status":"SUCCESS"}`, ErrDuplicateKey},
+		{"inside results", `{"id":"x","results":{"images":[{"name":"a","digest":"sha256:0","digest":"sha256:1"}]}}`, ErrDuplicateKey},
+		{"unknown field twice", `{"id":"x","fromTheFuture":1,"fromTheFuture":2}`, ErrDuplicateKey},
+		// Two spellings of one field: protojson itself refuses them.
+		{"camelCase and snake_case aliases", `{"id":"x","createTime":"2020-01-01T00:00:00Z","create_time":"2099-01-01T00:00:00Z"}`, ErrMalformed},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := DecodeBuild([]byte(tt.data)); !errors.Is(err, tt.want) || !errors.Is(err, ErrMalformed) {
+				t.Errorf("DecodeBuild(%s) error = %v, want %v and ErrMalformed", tt.data, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckAttributesAgreeWithTheBuild(t *testing.T) {
+	build := func(id, status string) *cloudbuildpb.Build {
+		return &cloudbuildpb.Build{Id: id, Status: cloudbuildpb.Build_Status(cloudbuildpb.Build_Status_value[status])}
+	}
+	tests := []struct {
+		name  string
+		attrs map[string]string
+		build *cloudbuildpb.Build
+		want  error
+	}{
+		{"both SUCCESS", map[string]string{"buildId": "b", "status": "SUCCESS"}, build("b", "SUCCESS"), nil},
+		{"no attributes: the build decides", nil, build("b", "SUCCESS"), nil},
+		{"attribute SUCCESS, build FAILURE", map[string]string{"buildId": "b", "status": "SUCCESS"}, build("b", "FAILURE"), ErrMismatch},
+		{"attribute FAILURE, build SUCCESS", map[string]string{"buildId": "b", "status": "FAILURE"}, build("b", "SUCCESS"), ErrMismatch},
+		{"another build ID: the log names the build's", map[string]string{"buildId": "a", "status": "SUCCESS"}, build("b", "SUCCESS"), nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := Message{Attributes: tt.attrs}.Check(tt.build)
+			if !errors.Is(err, tt.want) || (tt.want != nil && !errors.Is(err, ErrMalformed)) {
+				t.Errorf("Check error = %v, want %v", err, tt.want)
+			}
+		})
+	}
 }

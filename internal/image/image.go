@@ -41,6 +41,10 @@ var (
 // ErrInvalid is wrapped by every parse error.
 var ErrInvalid = errors.New("invalid image reference")
 
+// ErrBadDigest means a matching image carries a digest that is not
+// "sha256:" and 64 lower-case hex digits, the only digests registries give.
+var ErrBadDigest = errors.New("digest is not sha256:<64 lower-case hex>")
+
 // Parse parses s as an image reference. It rejects empty components and
 // malformed tags and digests.
 func Parse(s string) (Reference, error) {
@@ -189,14 +193,15 @@ var (
 // matching repository (host in lower case) pinned by its digest, keeping a
 // tag for readability (the first tag other than "latest" in sort order, else
 // "latest"). A pushed name with upper case in its path never matches: no
-// registry holds it. It fails with ErrNoMatch, ErrNoDigest, ErrAmbiguous or
-// ErrDigestMismatch (a name pinning another digest than its digest field);
-// it never returns an image without a digest.
+// registry holds it. It fails with ErrNoMatch, ErrNoDigest, ErrAmbiguous,
+// ErrDigestMismatch (a name pinning another digest than its digest field) or
+// ErrBadDigest (a matching digest other than sha256:<64 lower-case hex>); it
+// never returns an image without a digest.
 func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
-	var digests []string
-	var tags []string
+	// One pass, with sets beside the lists: a build may push thousands.
+	var digests, tags, upper []string // upper: repositories never pushed, upper case in the path.
+	seenDigest, seenUpper := map[string]bool{}, map[string]bool{}
 	var repo string
-	var upper []string // Repositories never pushed: upper case in the path.
 	matched := 0
 	for _, img := range images {
 		ref, err := Parse(img.GetName())
@@ -205,7 +210,8 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 		}
 		canon, err := canonical(ref.Repository)
 		if err != nil {
-			if !slices.Contains(upper, ref.Repository) {
+			if !seenUpper[ref.Repository] {
+				seenUpper[ref.Repository] = true
 				upper = append(upper, ref.Repository)
 			}
 			continue
@@ -224,13 +230,14 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 		if d == "" {
 			continue
 		}
-		if !digestPattern.MatchString(d) {
-			return Reference{}, fmt.Errorf("%w: %s has malformed digest %q", ErrInvalid, img.GetName(), d)
+		if !pushedDigest.MatchString(d) {
+			return Reference{}, fmt.Errorf("%w: %s has digest %q", ErrBadDigest, img.GetName(), d)
 		}
 		if ref.Digest != "" && ref.Digest != d {
 			return Reference{}, fmt.Errorf("%w: %s has digest %s; neither is deployed", ErrDigestMismatch, img.GetName(), d)
 		}
-		if !slices.Contains(digests, d) {
+		if !seenDigest[d] {
+			seenDigest[d] = true
 			digests = append(digests, d)
 		}
 		if ref.Tag != "" {
@@ -240,15 +247,32 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 	switch {
 	case matched == 0 && len(upper) > 0:
 		return Reference{}, fmt.Errorf("%w %q; ignored %s: upper case in a repository path, which no registry accepts",
-			ErrNoMatch, p.repository, strings.Join(upper, ", "))
+			ErrNoMatch, p.repository, list(upper))
 	case matched == 0:
 		return Reference{}, fmt.Errorf("%w %q", ErrNoMatch, p.repository)
 	case len(digests) == 0:
 		return Reference{}, fmt.Errorf("%w: %s", ErrNoDigest, repo)
 	case len(digests) > 1:
-		return Reference{}, fmt.Errorf("%w: %s has %s", ErrAmbiguous, repo, strings.Join(digests, ", "))
+		return Reference{}, fmt.Errorf("%w: %s has %s", ErrAmbiguous, repo, list(digests))
 	}
 	return Reference{Repository: repo, Tag: pickTag(tags), Digest: digests[0]}, nil
+}
+
+// pushedDigest is the only digest Select deploys: registries name pushed
+// images by sha256.
+var pushedDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+
+// listMax is how many names list spells out.
+const listMax = 5
+
+// list joins names with ", " for a message, naming at most five and
+// counting the rest, so that a build pushing thousands of images still
+// makes a short log line.
+func list(names []string) string {
+	if len(names) <= listMax {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:listMax], ", "), len(names)-listMax)
 }
 
 func pickTag(tags []string) string {

@@ -2,8 +2,10 @@ package image
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"github.com/google/go-cmp/cmp"
@@ -201,7 +203,7 @@ func TestSelect(t *testing.T) {
 		{"no digest", "gcr.io/p/web", images("gcr.io/p/web", ""), "", ErrNoDigest},
 		{"two digests", "gcr.io/p/web", images("gcr.io/p/web:a", d1, "gcr.io/p/web:b", d2), "", ErrAmbiguous},
 		{"bare name in two repositories", "web", images("gcr.io/p/web", d1, "gcr.io/q/web", d1), "", ErrAmbiguous},
-		{"malformed digest", "gcr.io/p/web", images("gcr.io/p/web", "sha256:xyz"), "", ErrInvalid},
+		{"malformed digest", "gcr.io/p/web", images("gcr.io/p/web", "sha256:xyz"), "", ErrBadDigest},
 		{"host case ignored", "gcr.io/p/web", images("GCR.IO/p/web:v1", d1), "gcr.io/p/web:v1@" + d1, nil},
 		{"host case ignored, bare name", "web", images("GCR.IO/p/web:v1", d1), "gcr.io/p/web:v1@" + d1, nil},
 		{"upper case path never matches", "gcr.io/project_id/quickstart-image",
@@ -249,4 +251,104 @@ func FuzzParse(f *testing.F) {
 			t.Errorf("Parse(%q).String() = %q", s, ref.String())
 		}
 	})
+}
+
+// TestSelectRefusesHostileImages feeds Select the names and digests a
+// hostile or broken build could carry beside (or instead of) the real one:
+// none is ever selected, and a lookalike never hides the real image.
+func TestSelectRefusesHostileImages(t *testing.T) {
+	const repo = "us-docker.pkg.dev/demo-project/apps/web"
+	hex := strings.Repeat("ab", 32)
+	tests := []struct {
+		name    string
+		images  []*cloudbuildpb.BuiltImage
+		wantErr error
+	}{
+		{"a quote", images(repo+`"`, d1), ErrNoMatch},
+		{"a quote in a tag", images(repo+`:v1"`, d1), ErrNoMatch},
+		{"a newline", images(repo+"\n", d1), ErrNoMatch},
+		{"a forged log line", images(repo+":v1\n{\"severity\":\"NOTICE\"}", d1), ErrNoMatch},
+		{"a space", images(repo+" ", d1), ErrNoMatch},
+		{"a space inside", images("us-docker.pkg.dev/demo-project/apps/ web", d1), ErrNoMatch},
+		{"dot dot", images("us-docker.pkg.dev/demo-project/apps/../apps/web", d1), ErrNoMatch},
+		{"dot dot in another repository", images("us-docker.pkg.dev/demo-project/evil/../apps/web", d1), ErrNoMatch},
+		{"upper case", images("us-docker.pkg.dev/demo-project/apps/Web", d1), ErrNoMatch},
+		{"Cyrillic e", images("us-docker.pkg.dev/demo-project/apps/w\u0435b", d1), ErrNoMatch},
+		{"fullwidth letters", images("us-docker.pkg.dev/demo-project/apps/\uff57\uff45\uff42", d1), ErrNoMatch},
+		{"Cyrillic e in the host", images("us-dock\u0435r.pkg.dev/demo-project/apps/web", d1), ErrNoMatch},
+		{"zero-width space", images("us-docker.pkg.dev/demo-project/apps/web\u200b", d1), ErrNoMatch},
+		{"trailing slash", images(repo+"/", d1), ErrNoMatch},
+		{"web-evil", images("us-docker.pkg.dev/demo-project/apps/web-evil", d1), ErrNoMatch},
+		{"web/evil", images("us-docker.pkg.dev/demo-project/apps/web/evil", d1), ErrNoMatch},
+		{"another project's web", images("us-docker.pkg.dev/evil-project/apps/web", d1), ErrNoMatch},
+		{"another registry host", images("europe-docker.pkg.dev/demo-project/apps/web", d1), ErrNoMatch},
+		{"a host under another domain", images("us-docker.pkg.dev.evil.example/demo-project/apps/web", d1), ErrNoMatch},
+		{"a port", images("us-docker.pkg.dev:443/demo-project/apps/web", d1), ErrNoMatch},
+		{"no digest", images(repo, ""), ErrNoDigest},
+		{"digest of 63 hex", images(repo, "sha256:"+hex[:63]), ErrBadDigest},
+		{"digest of 65 hex", images(repo, "sha256:"+hex+"a"), ErrBadDigest},
+		{"upper-case hex", images(repo, "sha256:"+strings.ToUpper(hex)), ErrBadDigest},
+		{"sha512", images(repo, "sha512:"+hex+hex), ErrBadDigest},
+		{"no algorithm", images(repo, hex), ErrBadDigest},
+		{"another algorithm", images(repo, "md5:"+hex), ErrBadDigest},
+		{"a trailing newline", images(repo, "sha256:"+hex+"\n"), ErrBadDigest},
+		{"a leading space", images(repo, " sha256:"+hex), ErrBadDigest},
+		{"Unicode digits", images(repo, "sha256:"+strings.Repeat("\u0661", 64)), ErrBadDigest},
+	}
+	p, err := ParsePattern(repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := Select(p, tt.images)
+			if !errors.Is(err, tt.wantErr) || got != (Reference{}) {
+				t.Errorf("Select() = %q, %v; want nothing and %v", got, err, tt.wantErr)
+			}
+			if tt.wantErr != ErrNoMatch {
+				return
+			}
+			// Beside the real image, the lookalike changes nothing.
+			real := images(repo+":v1", d1)[0]
+			got, err = Select(p, append(tt.images, real))
+			if err != nil || got.String() != repo+":v1@"+d1 {
+				t.Errorf("with the real image too: Select() = %q, %v; want %s:v1@%s", got, err, repo, d1)
+			}
+		})
+	}
+}
+
+// TestSelectTenThousandImages: a build pushing 10,000 images is decided in
+// one pass, and the error naming what it saw stays short.
+func TestSelectTenThousandImages(t *testing.T) {
+	const n = 10000
+	p, err := ParsePattern("gcr.io/p/web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	distinct := make([]*cloudbuildpb.BuiltImage, n)
+	upper := make([]*cloudbuildpb.BuiltImage, n)
+	for i := range distinct {
+		distinct[i] = &cloudbuildpb.BuiltImage{Name: fmt.Sprintf("gcr.io/p/web:t%d", i), Digest: fmt.Sprintf("sha256:%064x", i)}
+		upper[i] = &cloudbuildpb.BuiltImage{Name: fmt.Sprintf("gcr.io/P%d/web", i), Digest: d1}
+	}
+	for name, tt := range map[string]struct {
+		images  []*cloudbuildpb.BuiltImage
+		wantErr error
+	}{
+		"10,000 digests of the repository": {distinct, ErrAmbiguous},
+		"10,000 upper-case repositories":   {upper, ErrNoMatch},
+	} {
+		t.Run(name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Select(p, tt.images)
+			t.Logf("Select of %d images: %v", n, time.Since(start))
+			if !errors.Is(err, tt.wantErr) {
+				t.Fatalf("Select() error = %v, want %v", err, tt.wantErr)
+			}
+			if len(err.Error()) > 1024 {
+				t.Errorf("error is %d bytes long, want at most 1024 (it reaches a log line): %.200s...", len(err.Error()), err)
+			}
+		})
+	}
 }

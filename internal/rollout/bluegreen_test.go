@@ -404,22 +404,27 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 		reason string
 	}{
 		{"an old replica remains", oldReplicaRemains, ErrRolloutTimeout,
-			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 1 old replicas are pending termination...); traffic was not switched`},
+			`release not available in time: web-green did not become available within 1s (Waiting for deployment "web-green" rollout to finish: 1 old replicas are pending termination...); traffic was not switched`},
 		{"an updated replica is not available", oneUnavailable, ErrRolloutTimeout,
-			`release not available in time: web-green did not become available within 300ms (Waiting for deployment "web-green" rollout to finish: 2 of 3 updated replicas are available...); traffic was not switched`},
+			`release not available in time: web-green did not become available within 1s (Waiting for deployment "web-green" rollout to finish: 2 of 3 updated replicas are available...); traffic was not switched`},
 		{"the controller never observes the change", neverObserves, ErrRolloutTimeout,
-			"release not available in time: web-green did not become available within 300ms (Waiting for deployment spec update to be observed...); traffic was not switched"},
+			"release not available in time: web-green did not become available within 1s (Waiting for deployment spec update to be observed...); traffic was not switched"},
 		{"progress deadline exceeded", missesDeadline, ErrProgressDeadline,
 			`deployment "web-green" exceeded its progress deadline: ReplicaSet "web-green-5d8f" has timed out progressing.; traffic was not switched`},
 	}
 	for _, tt := range tests {
 		for _, kind := range []RouterKind{ServiceRouter, IngressRouter} {
 			t.Run(tt.name+"/"+string(kind), func(t *testing.T) {
+				// The reason quotes the last status the wait saw, which the
+				// fake controller writes asynchronously: the timeout leaves it
+				// ample time even on a loaded machine, and the cases run in
+				// parallel so that the suite does not wait for each in turn.
+				t.Parallel()
 				cs := newClientset(t, routerFor(kind, Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
 				controller(t, cs, tt.b)
 				switches := recordSwitches(t, cs)
 
-				res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: 300 * time.Millisecond, ScaleDownOld: true})
+				res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: time.Second, ScaleDownOld: true})
 				if !errors.Is(err, tt.target) {
 					t.Fatalf("error = %v, want %v", err, tt.target)
 				}

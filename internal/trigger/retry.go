@@ -40,6 +40,7 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrBuildIDInvalid),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
+		errors.Is(err, ErrFutureBuild),
 		errors.Is(err, emulator.ErrNotLoopback),
 		errors.Is(err, emulator.ErrMalformed),
 		errors.Is(err, cluster.ErrNoEndpoint):

@@ -81,6 +81,16 @@ var ErrUnorderable = errors.New("build cannot be ordered")
 // its redeliveries, so it is never deployed.
 var ErrNoPublishTime = errors.New("event has no publish time")
 
+// ErrFutureBuild is wrapped when a build's createTime is more than
+// MaxClockSkew after its event was published: no real build is created after
+// Cloud Build announces it, and deploying one would make every real build
+// after it look stale.
+var ErrFutureBuild = errors.New("build created in the future")
+
+// MaxClockSkew is how far a build's createTime may run ahead of its event's
+// publish time.
+const MaxClockSkew = time.Minute
+
 // Handler decides and applies events for the configured targets.
 //
 // A build goes to every target whose image it pushed and whose when rules
@@ -232,6 +242,10 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 	if err != nil {
 		return fail(err)
 	}
+	if err := msg.Check(build); err != nil {
+		// Deployed only when the attribute and the build both say SUCCESS.
+		return fail(err)
+	}
 	rep.BuildID, rep.Status = build.GetId(), build.GetStatus().String()
 	if build.GetStatus() != cloudbuildpb.Build_SUCCESS {
 		return skip("build status is %s, not SUCCESS", rep.Status)
@@ -263,6 +277,11 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 	}
 	if build.GetCreateTime() == nil {
 		return fail(fmt.Errorf("%w: build %s has no createTime", ErrUnorderable, build.GetId()))
+	}
+	if created := build.GetCreateTime().AsTime(); created.Sub(published) > MaxClockSkew {
+		// Else a build claiming 2099 would make every real build look stale.
+		return fail(fmt.Errorf("%w: build %s was created at %s, %s after its event was published (%s); more than %s ahead is refused",
+			ErrFutureBuild, build.GetId(), created.Format(time.RFC3339Nano), created.Sub(published), published.Format(time.RFC3339Nano), MaxClockSkew))
 	}
 
 	var (
@@ -414,14 +433,20 @@ func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 		DryRun: dryRun, ClaimExpiry: t.Budget()}
 }
 
-// pushed lists a build's pushed image names, for a skip reason.
+// pushed lists a build's pushed image names, for a skip reason: five at
+// most, then how many more, so that the log line stays short.
 func pushed(b *cloudbuildpb.Build) string {
+	const max = 5
+	images := b.GetResults().GetImages()
 	var names []string
-	for _, img := range b.GetResults().GetImages() {
+	for _, img := range images[:min(len(images), max)] {
 		names = append(names, img.GetName())
 	}
-	if len(names) == 0 {
+	switch {
+	case len(images) == 0:
 		return "none"
+	case len(images) > max:
+		return fmt.Sprintf("%s and %d more", strings.Join(names, ", "), len(images)-max)
 	}
 	return strings.Join(names, ", ")
 }
