@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -77,13 +78,16 @@ func useTargets(t *testing.T, targets string, clusters ...*fakeCluster) map[stri
 		t.Fatal(err)
 	}
 	built := map[string]int{}
+	var mu sync.Mutex // Each cluster's connector has its own lock.
 	h := trigger.New(cfg, trigger.Options{Cluster: cluster.Options{
 		EmulatorHost: containerAPI.Addr,
 		TokenSource:  staticToken{},
 		NewClientset: func(rc *rest.Config) (kubernetes.Interface, error) {
 			for _, fc := range clusters {
 				if rc.Host == "https://"+fc.endpoint && bytes.Equal(rc.CAData, fc.caPEM) && !rc.Insecure {
-					built[fc.endpoint]++ // Under the connector's lock; read once the deliveries are done.
+					mu.Lock()
+					built[fc.endpoint]++ // Read once the deliveries are done.
+					mu.Unlock()
 					return fc.client, nil
 				}
 			}
