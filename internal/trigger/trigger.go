@@ -202,7 +202,11 @@ func (h *Handler) Handle(ctx context.Context, ev Event) ([]Report, error) {
 // failures: non-nil means a redelivery can help, and on it the targets
 // already done skip the release (already running, or already recorded),
 // so only the failed ones try again. A failure no redelivery can help is
-// only reported.
+// only reported. When one target fails so and another retryably, each
+// redelivery fails the first again, with the same error, until the second
+// is done or MAX_EVENT_AGE drops the message: repeated ERROR lines, never a
+// write, which is simpler and safer than remembering per message which
+// target failed how.
 func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) error {
 	rep := Report{DryRun: h.cfg.DryRun, MessageID: ev.ID}
 	skip := func(format string, args ...any) error {
