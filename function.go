@@ -2,12 +2,16 @@
 // continuous-deployment trigger for GKE.
 //
 // It is fired by each message Cloud Build publishes to the cloud-builds
-// topic. For a SUCCESS build that pushed the configured image, it updates the
-// configured Deployment to that image, pinned by the digest the build
-// produced. Everything else is acknowledged with one log line saying why.
+// topic. For a SUCCESS build that pushed a target's image and satisfies its
+// when rules, it updates that target's Deployment to the image, pinned by
+// the digest the build produced: every such target, concurrently, with one
+// log line per target. Everything else is acknowledged with one log line
+// saying why.
 //
 // A returned error asks Pub/Sub to deliver the message again (deploy with
-// --retry); nil means done, even when the function chose to do nothing.
+// --retry): some target failed in a way a redelivery can help, and on it the
+// targets already done skip the release. nil means done, even when the
+// function chose to do nothing or a target failed for good (logged ERROR).
 package onnewimage
 
 import (
@@ -52,17 +56,15 @@ func OnNewImage(ctx context.Context, e event.Event) error {
 			slog.String("reason", err.Error()))
 		return nil // Redelivery cannot help until an operator redeploys.
 	}
-	rep, err := h.Handle(ctx, trigger.Event{ID: e.ID(), Time: e.Time(), Data: e.Data()})
-	retry := trigger.Retryable(err)
-	logReport(ctx, rep, retry)
-	if retry {
-		return err
-	}
-	return nil
+	// Each target's line is written as soon as it is done; the error joins
+	// the failures a redelivery can help.
+	return h.Dispatch(ctx, trigger.Event{ID: e.ID(), Time: e.Time(), Data: e.Data()}, func(rep trigger.Report) {
+		logReport(ctx, rep)
+	})
 }
 
-// logReport writes the event's one log line.
-func logReport(ctx context.Context, rep trigger.Report, retry bool) {
+// logReport writes one log line: a target's outcome, or the message's.
+func logReport(ctx context.Context, rep trigger.Report) {
 	level, msg := slog.LevelInfo, "skipped build "+rep.BuildID+": "+rep.Reason
 	switch rep.Outcome {
 	case rollout.Deployed:
@@ -76,6 +78,7 @@ func logReport(ctx context.Context, rep trigger.Report, retry bool) {
 		slog.String("status", rep.Status),
 		slog.String("image", rep.Image),
 		slog.String("target", rep.Target),
+		slog.String("targetName", rep.TargetName),
 		slog.String("outcome", string(rep.Outcome)),
 		slog.String("reason", rep.Reason),
 	}
@@ -83,7 +86,7 @@ func logReport(ctx context.Context, rep trigger.Report, retry bool) {
 		attrs = append(attrs, slog.String("previousImage", rep.Previous))
 	}
 	if rep.Outcome == rollout.Failed {
-		attrs = append(attrs, slog.Bool("retry", retry))
+		attrs = append(attrs, slog.Bool("retry", trigger.Retryable(rep.Err)))
 	}
 	if rep.DryRun {
 		attrs = append(attrs, slog.Bool("dryRun", true))

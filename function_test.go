@@ -346,9 +346,14 @@ func TestEverySampleThroughEveryDelivery(t *testing.T) {
 				if code != http.StatusOK {
 					t.Errorf("HTTP status %d, want 200 (acknowledged)", code)
 				}
+				// A message dismissed before any target is concerned names none.
+				target, name := "", ""
+				if s.outcome == "deployed" {
+					target, name = "prod/web:web", "default"
+				}
 				want := map[string]any{
 					"severity": s.severity, "buildId": buildID(build), "status": s.status, "image": s.image,
-					"target": "prod/web:web", "outcome": s.outcome, "reason": s.reason, "messageId": "4242",
+					"target": target, "targetName": name, "outcome": s.outcome, "reason": s.reason, "messageId": "4242",
 				}
 				for k := range line {
 					if _, ok := want[k]; !ok {

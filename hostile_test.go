@@ -284,7 +284,7 @@ func TestHostileInput(t *testing.T) {
 					t.Fatalf("function wrote %d log lines, want exactly 1: %.1000v", len(lines), lines)
 				}
 				line := lines[0]
-				keys := []string{"buildId", "image", "message", "messageId", "outcome", "reason", "severity", "status", "target", "time"}
+				keys := []string{"buildId", "image", "message", "messageId", "outcome", "reason", "severity", "status", "target", "targetName", "time"}
 				if w.Outcome == "failed" {
 					keys = append(keys, "retry")
 				}

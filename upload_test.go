@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"go/parser"
 	"go/token"
-	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -64,7 +63,7 @@ func TestUploadBuildsAndServes(t *testing.T) {
 	t.Run("env.yaml", func(t *testing.T) {
 		values, _ := readEnvFile(t, deploy["--env-vars-file"])
 		fn := startUploaded(t, bin, workspace, deploy["--entry-point"], values)
-		got := fn.deliver(t, build)
+		got := fn.deliver(t, build, "QUEUED")
 		delete(got, "target")
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("the uploaded function's log line (-want +got):\n%s", diff)
@@ -77,9 +76,8 @@ func TestUploadBuildsAndServes(t *testing.T) {
 	t.Run("a relative TARGETS", func(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(src, "targets.yaml"), []byte(`targets:
   - name: shipped
-    image: us-docker.pkg.dev/demo-project/apps/web
+    image: us-docker.pkg.dev/demo-project/apps/shipped-with-the-source
     cluster: {project: demo-project, location: us-central1, name: prod}
-    namespace: shipped-with-the-source
     deployment: web
     container: web
 `), 0o644); err != nil {
@@ -89,9 +87,14 @@ func TestUploadBuildsAndServes(t *testing.T) {
 			t.Fatal("the working directory holds a targets.yaml: the test would not show where TARGETS is read")
 		}
 		fn := startUploaded(t, bin, workspace, deploy["--entry-point"], map[string]string{"TARGETS": "targets.yaml"})
-		got := fn.deliver(t, build)
-		want := maps.Clone(want)
-		want["target"] = "shipped-with-the-source/web:web"
+		// A SUCCESS build of another image is dismissed naming the file's
+		// image: the file was read.
+		other := sample(t, knative)
+		got := fn.deliver(t, other, "SUCCESS")
+		want := map[string]any{
+			"severity": "INFO", "buildId": buildID(other), "status": "SUCCESS", "outcome": "skipped", "target": "",
+			"reason": `no pushed image matches "us-docker.pkg.dev/demo-project/apps/shipped-with-the-source" (pushed: ` + sampleRepo + ", " + sampleRepo + ":latest)",
+		}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("the uploaded function's log line (-want +got):\n%s", diff)
 		}
@@ -101,10 +104,10 @@ func TestUploadBuildsAndServes(t *testing.T) {
 // deliver sends build's message to the function as Eventarc pushes a
 // Pub/Sub message, and returns the keys of interest of the log line it
 // writes.
-func (f *uploaded) deliver(t *testing.T, build []byte) map[string]any {
+func (f *uploaded) deliver(t *testing.T, build []byte, status string) map[string]any {
 	t.Helper()
 	published := time.Now()
-	body, err := json.Marshal(envelope(build, "QUEUED", published))
+	body, err := json.Marshal(envelope(build, status, published))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -141,10 +141,11 @@ func TestREADMEExample(t *testing.T) {
 		},
 	})
 	h := trigger.New(cfg, trigger.Options{Connector: fakeConnector{cluster}})
-	rep, err := h.Handle(t.Context(), trigger.Event{ID: req.Header.Get("ce-id"), Time: published, Data: body})
-	if err != nil {
-		t.Fatal(err)
+	reps, err := h.Handle(t.Context(), trigger.Event{ID: req.Header.Get("ce-id"), Time: published, Data: body})
+	if err != nil || len(reps) != 1 {
+		t.Fatalf("Handle() = %+v, %v; want one report", reps, err)
 	}
+	rep := reps[0]
 	want := `"image":"` + cfg.Targets[0].Image.String() + `:latest@sha256:`
 	if !rep.DryRun || !strings.Contains(rep.Patch, want) {
 		t.Errorf("README example: %s %q, patch %s; want a dry-run patch to %s...", rep.Outcome, rep.Reason, rep.Patch, want)

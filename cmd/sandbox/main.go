@@ -5,6 +5,7 @@
 //
 //	go run ./cmd/sandbox              # start everything, publish two builds, stay up
 //	go run ./cmd/sandbox -blue-green  # the same with k8s/blue-green/ and STRATEGY=blue-green
+//	go run ./cmd/sandbox -targets     # two targets from one file: staging from main, production from a tag
 //	go run ./cmd/sandbox publish      # publish a fresh build to a running sandbox
 //
 // The first run builds the control plane's binaries from Go modules (several
@@ -42,6 +43,7 @@ func main() {
 	}
 	exit := flag.Bool("exit", false, "stop after the demonstration instead of staying up")
 	blueGreen := flag.Bool("blue-green", false, "lay the app out as k8s/blue-green/ and run the function with STRATEGY=blue-green SERVICE=web")
+	targets := flag.Bool("targets", false, "serve two targets from a targets file: staging (rolling) from main, production (blue-green, namespace prod) from a release tag")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -49,7 +51,11 @@ func main() {
 	var err error
 	switch flag.Arg(0) {
 	case "":
-		err = run(ctx, *exit, *blueGreen)
+		if *targets {
+			err = runTargets(ctx, *exit)
+		} else {
+			err = run(ctx, *exit, *blueGreen)
+		}
 	case "publish":
 		err = publish(ctx)
 	default:

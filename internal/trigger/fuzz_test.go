@@ -2,7 +2,6 @@ package trigger
 
 import (
 	"bytes"
-	"context"
 	"encoding/base64"
 	"encoding/json"
 	"os"
@@ -31,7 +30,7 @@ func FuzzHandle(f *testing.F) {
 		cs := fake.NewClientset(webDeployment())
 		conn := &connector{client: cs}
 		h := New(cfg, Options{Connector: conn, Now: func() time.Time { return now }})
-		rep, err := h.Handle(context.Background(), Event{ID: "ce-1", Time: now, Data: data})
+		rep, err := handleOne(t, h, Event{ID: "ce-1", Time: now, Data: data})
 		if (err != nil) != (rep.Outcome == rollout.Failed) {
 			t.Errorf("Handle() = %s %q with error %v", rep.Outcome, rep.Reason, err)
 		}

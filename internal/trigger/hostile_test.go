@@ -1,7 +1,6 @@
 package trigger
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -49,7 +48,7 @@ func TestHandleRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			conn := &connector{client: fake.NewClientset(webDeployment())}
 			h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
-			rep, err := h.Handle(context.Background(), tt.ev)
+			rep, err := handleOne(t, h, tt.ev)
 			if !errors.Is(err, tt.want) || rep.Outcome != rollout.Failed || !strings.HasPrefix(rep.Reason, tt.reason) {
 				t.Errorf("Handle() = %s %q, %v\nwant failed %q, %v", rep.Outcome, rep.Reason, err, tt.reason, tt.want)
 			}
@@ -68,7 +67,7 @@ func TestHandleRefuses(t *testing.T) {
 func TestHandleCreateTimeTolerance(t *testing.T) {
 	conn := &connector{client: fake.NewClientset(webDeployment())}
 	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
-	rep, err := h.Handle(context.Background(), event(t, build("b", now.Add(time.Minute), webImage("v1")), map[string]string{"status": "SUCCESS"}, now))
+	rep, err := handleOne(t, h, event(t, build("b", now.Add(time.Minute), webImage("v1")), map[string]string{"status": "SUCCESS"}, now))
 	if err != nil || rep.Outcome != rollout.Deployed {
 		t.Errorf("Handle() = %s %q, %v; want deployed", rep.Outcome, rep.Reason, err)
 	}
@@ -84,7 +83,7 @@ func TestHandleShortReasonForManyImages(t *testing.T) {
 	conn := &connector{client: fake.NewClientset(webDeployment())}
 	h := New(testConfig(t, nil), Options{Connector: conn, Now: func() time.Time { return now }})
 	start := time.Now()
-	rep, err := h.Handle(context.Background(), event(t, build("b", now.Add(-time.Hour), strings.Join(imgs, ",")), map[string]string{"status": "SUCCESS"}, now))
+	rep, err := handleOne(t, h, event(t, build("b", now.Add(-time.Hour), strings.Join(imgs, ",")), map[string]string{"status": "SUCCESS"}, now))
 	t.Logf("10,000 images decided in %v", time.Since(start))
 	want := `no pushed image matches "` + webRepo + `" (pushed: gcr.io/other/app0:v1, gcr.io/other/app1:v1, gcr.io/other/app2:v1, gcr.io/other/app3:v1, gcr.io/other/app4:v1 and 9995 more)`
 	if err != nil || rep.Outcome != rollout.Skipped || rep.Reason != want {

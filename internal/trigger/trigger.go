@@ -1,18 +1,20 @@
-// Package trigger turns one cloud-builds message into a decision: dismiss
-// it, or deploy the image the build pushed.
+// Package trigger turns one cloud-builds message into decisions: dismiss
+// it, or deploy the image the build pushed to each target it is for.
 //
 // Most messages on the topic are builds still queued or running, or builds of
 // other images. Those are dismissed from the message's attributes alone,
 // before the Build is decoded and without any network call. Only a SUCCESS
-// build that pushed the configured repository with a digest reaches the
-// cluster.
+// build that pushed a target's repository with a digest, and satisfies that
+// target's when rules, reaches the target's cluster.
 package trigger
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
@@ -43,7 +45,8 @@ type Event struct {
 	Data []byte
 }
 
-// Report is what an event led to: one log line's worth.
+// Report is what an event led to for one target, or for the whole message
+// when it is dismissed before any target is concerned: one log line's worth.
 type Report struct {
 	MessageID string
 	BuildID   string
@@ -53,10 +56,18 @@ type Report struct {
 	// Previous is the image the target ran before, when the outcome is not
 	// Failed.
 	Previous string
-	Target   string
-	Outcome  rollout.Outcome
-	Reason   string
-	DryRun   bool
+	// TargetName is the target's name; "" when the report is the message's.
+	TargetName string
+	// Target is what the target's strategy deploys to, prefixed with its
+	// name when the targets come from a file (see Handler); "" when the
+	// report is the message's.
+	Target  string
+	Outcome rollout.Outcome
+	Reason  string
+	// Err is the failure, when the Outcome is Failed; Retryable(Err) tells
+	// whether a redelivery can help.
+	Err    error
+	DryRun bool
 	// Patch is the patch sent, in a dry run.
 	Patch string
 }
@@ -80,48 +91,63 @@ var ErrFutureBuild = errors.New("build created in the future")
 // publish time.
 const MaxClockSkew = time.Minute
 
-// Handler decides and applies events for one configured target.
+// Handler decides and applies events for the configured targets.
 //
-// It serves a configuration of exactly one target (the single-target
-// variables, or a targets file listing one). Serving several targets is not
-// built yet: with another number of targets every event fails, permanently,
-// saying so, rather than deploying to some of them.
+// A build goes to every target whose image it pushed and whose when rules
+// it satisfies, to each concurrently and independently: each target's work
+// has its own deadline (its Budget), and a target failing neither delays
+// nor undoes another. Each target yields its own Report. A message
+// concerning no target (not a SUCCESS, too old, malformed, no target's
+// image pushed) yields one Report without a target.
+//
+// Connections are made once per cluster (target.Cluster.Key) and shared by
+// the targets on it, on the first event that needs them.
+//
+// Rollback acts on the one target it is given the name of, through the same
+// shared connection to its cluster.
 type Handler struct {
 	cfg config.Config
-	// t is the one target served; its zero value when cfg has not exactly one.
-	t    target.Target
-	conn Connector
-	now  func() time.Time
-	// opts are the options New was given.
-	opts Options
+	// named prefixes each report's Target with the target's name: the
+	// targets come from a file.
+	named   bool
+	connect func(target.Cluster) Connector
+	now     func() time.Time
+
+	mu    sync.Mutex
+	conns map[string]Connector // By target.Cluster.Key.
 }
 
 // Options adjust a Handler.
 type Options struct {
-	// Connector replaces the connector built from the configuration.
+	// Connector replaces the connectors built from the configuration: every
+	// target's cluster is reached through it.
 	Connector Connector
-	// Cluster adjusts the connector built from the configuration.
+	// Connect replaces the connector built for a cluster; it is called once
+	// per cluster Key.
+	Connect func(target.Cluster) Connector
+	// Cluster adjusts the connectors built from the configuration.
 	Cluster cluster.Options
 	// Now replaces time.Now.
 	Now func() time.Time
 }
 
-// New returns a Handler for cfg. It connects to nothing: the cluster
+// New returns a Handler for cfg. It connects to nothing: each cluster's
 // connection is made on the first event that needs it.
 func New(cfg config.Config, opts Options) *Handler {
-	h := &Handler{cfg: cfg, conn: opts.Connector, now: opts.Now, opts: opts}
-	if len(cfg.Targets) == 1 {
-		h.t = cfg.Targets[0]
-	}
-	if h.conn == nil {
+	h := &Handler{cfg: cfg, named: cfg.TargetsFile != "", connect: opts.Connect, now: opts.Now, conns: map[string]Connector{}}
+	switch {
+	case opts.Connector != nil:
+		h.connect = func(target.Cluster) Connector { return opts.Connector }
+	case h.connect == nil:
 		copts := opts.Cluster
 		if copts.EmulatorHost == "" {
 			copts.EmulatorHost = cfg.ContainerEmulatorHost
 		}
-		if h.t.Cluster.GKE() {
-			h.conn = cluster.NewGKE(h.t.Cluster.ResourceName(), h.t.Cluster.Endpoint, copts)
-		} else {
-			h.conn = cluster.NewKubeconfig(h.t.Cluster.Kubeconfig, copts)
+		h.connect = func(c target.Cluster) Connector {
+			if c.GKE() {
+				return cluster.NewGKE(c.ResourceName(), c.Endpoint, copts)
+			}
+			return cluster.NewKubeconfig(c.Kubeconfig, copts)
 		}
 	}
 	if h.now == nil {
@@ -130,22 +156,66 @@ func New(cfg config.Config, opts Options) *Handler {
 	return h
 }
 
-// Handle decides what ev means and acts on it. The error is non-nil only
-// for a failed outcome; Retryable tells whether redelivery can help.
-func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
-	rep := Report{Target: h.target().String(), DryRun: h.cfg.DryRun, MessageID: ev.ID}
-	skip := func(format string, args ...any) (Report, error) {
-		rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf(format, args...)
-		return rep, nil
+// connector returns the one connector of cluster c, made on first use.
+func (h *Handler) connector(c target.Cluster) Connector {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	conn, ok := h.conns[c.Key()]
+	if !ok {
+		conn = h.connect(c)
+		h.conns[c.Key()] = conn
 	}
-	fail := func(err error) (Report, error) {
-		rep.Outcome, rep.Reason = rollout.Failed, explain(err)
-		return rep, err
+	return conn
+}
+
+// Handle decides what ev means and acts on it, and returns its reports in
+// the order of the configured targets (see Dispatch).
+func (h *Handler) Handle(ctx context.Context, ev Event) ([]Report, error) {
+	var (
+		mu   sync.Mutex
+		reps []Report
+	)
+	err := h.Dispatch(ctx, ev, func(rep Report) {
+		mu.Lock()
+		defer mu.Unlock()
+		reps = append(reps, rep)
+	})
+	order := map[string]int{}
+	for i, t := range h.cfg.Targets {
+		order[t.Name] = i
+	}
+	slices.SortStableFunc(reps, func(a, b Report) int { return order[a.TargetName] - order[b.TargetName] })
+	return reps, err
+}
+
+// Dispatch decides what ev means and acts on it, calling report once per
+// target concerned as soon as that target is done (concurrently, from
+// several goroutines), or once for the message when no target is. It
+// returns when every target is done. Its error joins the retryable
+// failures: non-nil means a redelivery can help, and on it the targets
+// already done skip the release (already running, or already recorded),
+// so only the failed ones try again. A failure no redelivery can help is
+// only reported. When one target fails so and another retryably, each
+// redelivery fails the first again, with the same error, until the second
+// is done or MAX_EVENT_AGE drops the message: repeated ERROR lines, never a
+// write, which is simpler and safer than remembering per message which
+// target failed how.
+func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) error {
+	rep := Report{DryRun: h.cfg.DryRun, MessageID: ev.ID}
+	skip := func(format string, args ...any) error {
+		rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf(format, args...)
+		report(rep)
+		return nil
+	}
+	fail := func(err error) error {
+		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		report(rep)
+		if Retryable(err) {
+			return err
+		}
+		return nil
 	}
 
-	if err := h.one(); err != nil {
-		return fail(err)
-	}
 	msg, err := buildevent.DecodeMessage(ev.Data)
 	if err != nil {
 		return fail(err)
@@ -177,13 +247,27 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 	if build.GetStatus() != cloudbuildpb.Build_SUCCESS {
 		return skip("build status is %s, not SUCCESS", rep.Status)
 	}
-	ref, err := image.Select(h.t.Image, build.GetResults().GetImages())
-	if err != nil {
-		return skip("%v (pushed: %s)", err, pushed(build))
+
+	// The targets concerned: those whose image the build pushed.
+	type pick struct {
+		t   target.Target
+		ref image.Reference
+		err error // Why the pushed image cannot be deployed.
 	}
-	rep.Image = ref.String()
-	if ok, why := h.t.When.Match(build); !ok {
-		return skip("%s", why)
+	var picks []pick
+	var unmatched []string
+	for _, t := range h.cfg.Targets {
+		ref, err := image.Select(t.Image, build.GetResults().GetImages())
+		if errors.Is(err, image.ErrNoMatch) {
+			if msg := err.Error(); !slices.Contains(unmatched, msg) {
+				unmatched = append(unmatched, msg)
+			}
+			continue
+		}
+		picks = append(picks, pick{t, ref, err})
+	}
+	if len(picks) == 0 {
+		return skip("%s (pushed: %s)", strings.Join(unmatched, "; "), pushed(build))
 	}
 	if published.IsZero() {
 		return fail(fmt.Errorf("%w: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", ErrNoPublishTime))
@@ -196,38 +280,94 @@ func (h *Handler) Handle(ctx context.Context, ev Event) (Report, error) {
 		return fail(fmt.Errorf("%w: build %s was created at %s, %s after its event was published (%s); more than %s ahead is refused",
 			ErrFutureBuild, build.GetId(), created.Format(time.RFC3339Nano), created.Sub(published), published.Format(time.RFC3339Nano), MaxClockSkew))
 	}
-	release := rollout.Release{
-		BuildID:    build.GetId(),
-		CreateTime: build.GetCreateTime().AsTime(),
-		Commit:     buildevent.Commit(build),
-		Image:      ref,
-	}
 
-	// Bound the cluster work, so that a hung connection fails this delivery
-	// (and Pub/Sub retries it) instead of holding the instance until the
-	// platform's timeout.
-	ctx, cancel := context.WithTimeout(ctx, h.t.Budget())
+	var (
+		wg        sync.WaitGroup
+		mu        sync.Mutex
+		retryable []error
+	)
+	for _, p := range picks {
+		rep := rep
+		rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
+		if p.err != nil {
+			rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf("%v (pushed: %s)", p.err, pushed(build))
+			report(rep)
+			continue
+		}
+		rep.Image = p.ref.String()
+		if ok, why := p.t.When.Match(build); !ok {
+			rep.Outcome, rep.Reason = rollout.Skipped, why
+			report(rep)
+			continue
+		}
+		release := rollout.Release{
+			BuildID:    build.GetId(),
+			CreateTime: build.GetCreateTime().AsTime(),
+			Commit:     buildevent.Commit(build),
+			Image:      p.ref,
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			rep := h.deploy(ctx, p.t, release, rep)
+			report(rep)
+			if Retryable(rep.Err) {
+				mu.Lock()
+				retryable = append(retryable, fmt.Errorf("target %s: %w", p.t.Name, rep.Err))
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return errors.Join(retryable...)
+}
+
+// deploy takes release to t and completes rep with the outcome.
+func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.Release, rep Report) Report {
+	// Bound the target's cluster work, so that a hung connection fails this
+	// target (and Pub/Sub retries it) instead of holding the instance until
+	// the platform's timeout, whatever the other targets do.
+	ctx, cancel := context.WithTimeout(ctx, t.Budget())
 	defer cancel()
-	client, err := h.conn.Clientset(ctx)
+	conn := h.connector(t.Cluster)
+	client, err := conn.Clientset(ctx)
 	if err != nil {
-		return fail(err)
+		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		return rep
 	}
 	var res rollout.Result
-	switch h.t.Strategy {
+	switch t.Strategy {
 	case target.BlueGreen:
-		res, err = rollout.BlueGreen(ctx, client, h.blueGreenTarget(), release, h.blueGreenOptions())
+		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
 	default:
-		res, err = rollout.Rolling(ctx, client, h.rollingTarget(), release, rollout.Options{DryRun: h.cfg.DryRun})
+		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun})
 	}
-	h.conn.Forget(err)
-	if err != nil {
-		return fail(err) // The Result means nothing with an error.
+	conn.Forget(err)
+	if err != nil { // The Result means nothing with an error.
+		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		return rep
 	}
 	rep.Outcome, rep.Reason, rep.Previous = res.Outcome, res.Reason, res.Previous
 	if h.cfg.DryRun {
 		rep.Patch = string(res.Patch)
 	}
-	return rep, nil
+	return rep
+}
+
+// describe names what t's strategy deploys to, after t's name when the
+// targets come from a file: "web-prod: web/web-{blue,green}:web via
+// service/web".
+func (h *Handler) describe(t target.Target) string {
+	var s string
+	if t.Strategy == target.BlueGreen {
+		s = blueGreenTarget(t).String()
+	} else {
+		s = rollingTarget(t).String()
+	}
+	if h.named {
+		s = t.Name + ": " + s
+	}
+	return s
 }
 
 // Rollback takes the target named name (with one target, "" names it) back
@@ -242,61 +382,37 @@ func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, er
 	if err != nil {
 		return rollout.Result{}, err
 	}
-	if len(h.cfg.Targets) > 1 {
-		// A Handler for the one target named, connected to its cluster.
-		cfg := h.cfg
-		cfg.Targets = []target.Target{t}
-		h = New(cfg, h.opts)
-	}
-	client, err := h.conn.Clientset(ctx)
+	conn := h.connector(t.Cluster)
+	client, err := conn.Clientset(ctx)
 	if err != nil {
 		return rollout.Result{}, err
 	}
 	var res rollout.Result
-	if h.t.Strategy == target.BlueGreen {
-		res, err = rollout.Rollback(ctx, client, h.blueGreenTarget(), h.blueGreenOptions())
+	if t.Strategy == target.BlueGreen {
+		res, err = rollout.Rollback(ctx, client, blueGreenTarget(t), blueGreenOptions(t, h.cfg.DryRun))
 	} else {
-		res, err = rollout.Undo(ctx, client, h.rollingTarget(), rollout.Options{DryRun: h.cfg.DryRun})
+		res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
 	}
-	h.conn.Forget(err)
+	conn.Forget(err)
 	return res, err
 }
 
-// one reports the configuration's number of targets as an error when it is
-// not the one target a Handler serves.
-func (h *Handler) one() error {
-	if n := len(h.cfg.Targets); n != 1 {
-		return fmt.Errorf("%w: %s lists %d targets; this version deploys to exactly one (serving several is not built yet)",
-			config.ErrInvalid, h.cfg.TargetsFile, n)
+func rollingTarget(t target.Target) rollout.Target {
+	return rollout.Target{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container}
+}
+
+func blueGreenTarget(t target.Target) rollout.BlueGreenTarget {
+	bg := rollout.BlueGreenTarget{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container,
+		RouterKind: rollout.ServiceRouter, Router: t.Service}
+	if t.Ingress != "" {
+		bg.RouterKind, bg.Router = rollout.IngressRouter, t.Ingress
 	}
-	return nil
+	return bg
 }
 
-// target is what the configured strategy deploys to; its String is the
-// report's target.
-func (h *Handler) target() fmt.Stringer {
-	if h.t.Strategy == target.BlueGreen {
-		return h.blueGreenTarget()
-	}
-	return h.rollingTarget()
-}
-
-func (h *Handler) rollingTarget() rollout.Target {
-	return rollout.Target{Namespace: h.t.Namespace, Deployment: h.t.Deployment, Container: h.t.Container}
-}
-
-func (h *Handler) blueGreenTarget() rollout.BlueGreenTarget {
-	t := rollout.BlueGreenTarget{Namespace: h.t.Namespace, Deployment: h.t.Deployment, Container: h.t.Container,
-		RouterKind: rollout.ServiceRouter, Router: h.t.Service}
-	if h.t.Ingress != "" {
-		t.RouterKind, t.Router = rollout.IngressRouter, h.t.Ingress
-	}
-	return t
-}
-
-func (h *Handler) blueGreenOptions() rollout.BlueGreenOptions {
-	return rollout.BlueGreenOptions{Timeout: h.t.RolloutTimeout, ScaleDownOld: h.t.ScaleDownOld, ScaleDownDelay: h.t.ScaleDownDelay,
-		DryRun: h.cfg.DryRun, ClaimExpiry: h.t.Budget()}
+func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
+	return rollout.BlueGreenOptions{Timeout: t.RolloutTimeout, ScaleDownOld: t.ScaleDownOld, ScaleDownDelay: t.ScaleDownDelay,
+		DryRun: dryRun, ClaimExpiry: t.Budget()}
 }
 
 // pushed lists a build's pushed image names, for a skip reason: five at

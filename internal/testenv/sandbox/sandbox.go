@@ -403,7 +403,13 @@ func (s *Sandbox) Apply(ctx context.Context, paths ...string) error {
 
 // WaitFor watches the Deployment name until cond holds, and returns it.
 func (s *Sandbox) WaitFor(ctx context.Context, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
-	lw := cache.NewListWatchFromClient(s.Admin.AppsV1().RESTClient(), "deployments", Namespace, fields.OneTermEqualSelector("metadata.name", name))
+	return s.WaitForIn(ctx, Namespace, name, cond)
+}
+
+// WaitForIn watches the Deployment namespace/name until cond holds, and
+// returns it.
+func (s *Sandbox) WaitForIn(ctx context.Context, namespace, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
+	lw := cache.NewListWatchFromClient(s.Admin.AppsV1().RESTClient(), "deployments", namespace, fields.OneTermEqualSelector("metadata.name", name))
 	var last *appsv1.Deployment
 	_, err := watchtools.UntilWithSync(ctx, lw, &appsv1.Deployment{}, nil,
 		func(ev watch.Event) (bool, error) {
@@ -425,9 +431,14 @@ func (s *Sandbox) WaitFor(ctx context.Context, name string, cond func(*appsv1.De
 // when Status does (a progress deadline), and otherwise says, on timeout,
 // what Status last said.
 func (s *Sandbox) WaitRolledOut(ctx context.Context, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
+	return s.WaitRolledOutIn(ctx, Namespace, name, cond)
+}
+
+// WaitRolledOutIn is WaitRolledOut for the Deployment namespace/name.
+func (s *Sandbox) WaitRolledOutIn(ctx context.Context, namespace, name string, cond func(*appsv1.Deployment) bool) (*appsv1.Deployment, error) {
 	var status string
 	var statusErr error
-	d, err := s.WaitFor(ctx, name, func(d *appsv1.Deployment) bool {
+	d, err := s.WaitForIn(ctx, namespace, name, func(d *appsv1.Deployment) bool {
 		var done bool
 		status, done, statusErr = rollout.Status(d)
 		return statusErr != nil || done && (cond == nil || cond(d))
@@ -500,6 +511,35 @@ func FreshBuild(template *cloudbuildpb.Build) *cloudbuildpb.Build {
 		img.Name = Image + ":" + commit[:7]
 	}
 	return b
+}
+
+// FromRef returns a copy of b as Cloud Build publishes it when built from
+// branch, or from tag when branch is "": BRANCH_NAME or TAG_NAME in its
+// substitutions (the other removed) and in source.repoSource.
+func FromRef(b *cloudbuildpb.Build, branch, tag string) *cloudbuildpb.Build {
+	c := protoClone(b)
+	if c.Substitutions == nil {
+		c.Substitutions = map[string]string{}
+	}
+	delete(c.Substitutions, "BRANCH_NAME")
+	delete(c.Substitutions, "TAG_NAME")
+	rs := c.GetSource().GetRepoSource()
+	if rs != nil {
+		rs.Revision = nil
+	}
+	switch {
+	case branch != "":
+		c.Substitutions["BRANCH_NAME"] = branch
+		if rs != nil {
+			rs.Revision = &cloudbuildpb.RepoSource_BranchName{BranchName: branch}
+		}
+	case tag != "":
+		c.Substitutions["TAG_NAME"] = tag
+		if rs != nil {
+			rs.Revision = &cloudbuildpb.RepoSource_TagName{TagName: tag}
+		}
+	}
+	return c
 }
 
 // Stop stops the function, the emulator, the stand-ins and the cluster, and
