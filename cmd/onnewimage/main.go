@@ -110,15 +110,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	for _, a := range args {
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 1 || (fs.NArg() == 1 && *envFile != "") {
 		fmt.Fprintln(stderr, "onnewimage check: give one targets file, or -env-file, or neither")
@@ -244,15 +237,8 @@ Flags:
 `)
 		fs.PrintDefaults()
 	}
-	for _, a := range args {
-		if a == "-h" || a == "-help" || a == "--help" {
-			fs.SetOutput(stdout)
-			fs.Usage()
-			return exitOK
-		}
-	}
-	if err := fs.Parse(args); err != nil {
-		return exitUsage
+	if code, done := parseFlags(fs, args, stdout); done {
+		return code
 	}
 	if fs.NArg() > 1 {
 		fmt.Fprintln(stderr, "onnewimage rollback: give at most one target")
@@ -291,4 +277,21 @@ Flags:
 	}
 	fmt.Fprintf(stdout, "%s: %s\n", res.Outcome, res.Reason)
 	return exitOK
+}
+
+// parseFlags parses a command's flags. Asked for help, it prints the usage
+// to stdout (not stderr: it was asked for) and is done with exitOK; on a bad
+// flag it is done with exitUsage (the flag package has printed why).
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) (code int, done bool) {
+	for _, a := range args {
+		if a == "-h" || a == "-help" || a == "--help" {
+			fs.SetOutput(stdout)
+			fs.Usage()
+			return exitOK, true
+		}
+	}
+	if err := fs.Parse(args); err != nil {
+		return exitUsage, true
+	}
+	return 0, false
 }

@@ -68,6 +68,24 @@ func main() {
 	}
 }
 
+// start starts a sandbox and says how long it took; stop stops every process
+// it started and removes the programs it built.
+func start(ctx context.Context, opts sandbox.Options, begin time.Time) (sb *sandbox.Sandbox, stop func(), err error) {
+	sb, err = sandbox.Start(ctx, opts)
+	if err != nil {
+		sandbox.RemovePrograms()
+		return nil, nil, err
+	}
+	fmt.Printf("sandbox up in %s\n", time.Since(begin).Round(time.Millisecond))
+	return sb, func() {
+		step("stopping every process the sandbox started")
+		if err := sb.Stop(); err != nil {
+			fmt.Println("stop:", err)
+		}
+		sandbox.RemovePrograms()
+	}, nil
+}
+
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
 // blueGreenEnv is the function's configuration in -blue-green mode.
@@ -81,18 +99,11 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
 		opts.FunctionEnv = blueGreenEnv
 	}
-	defer sandbox.RemovePrograms()
-	sb, err := sandbox.Start(ctx, opts)
+	sb, stop, err := start(ctx, opts, begin)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		step("stopping every process the sandbox started")
-		if err := sb.Stop(); err != nil {
-			fmt.Println("stop:", err)
-		}
-	}()
-	fmt.Printf("sandbox up in %s\n", time.Since(begin).Round(time.Millisecond))
+	defer stop()
 
 	deployments := []string{sandbox.Deployment}
 	if blueGreen {

@@ -23,7 +23,6 @@ const targetsDir = "internal/testenv/sandbox/testdata/targets/"
 func runTargets(ctx context.Context, exitAfter bool) error {
 	step("starting the sandbox with TARGETS=%sstaging-production.yaml", targetsDir)
 	begin := time.Now()
-	defer sandbox.RemovePrograms()
 	root, err := filepath.Abs(".")
 	if err != nil {
 		return err
@@ -36,17 +35,11 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 			// TARGETS replaces them.
 			"PROJECT": "", "LOCATION": "", "CLUSTER": "", "NAMESPACE": "", "DEPLOYMENT": "", "CONTAINER": "", "IMAGE": ""},
 	}
-	sb, err := sandbox.Start(ctx, opts)
+	sb, stop, err := start(ctx, opts, begin)
 	if err != nil {
 		return err
 	}
-	defer func() {
-		step("stopping every process the sandbox started")
-		if err := sb.Stop(); err != nil {
-			fmt.Println("stop:", err)
-		}
-	}()
-	fmt.Printf("sandbox up in %s\n", time.Since(begin).Round(time.Millisecond))
+	defer stop()
 	if _, err := sb.WaitRolledOut(ctx, sandbox.Deployment, nil); err != nil {
 		return err
 	}
