@@ -499,11 +499,11 @@ func (s *blueGreenState) readRecords() error {
 	if s.rolledBack, err = annotationRecord(routerObj, m.GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime); err != nil {
 		return err
 	}
-	liveRec, err := annotationRecord("deployment "+s.live.Namespace+"/"+s.live.Name, s.live.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	liveRec, err := deploymentRecord(s.live)
 	if err != nil {
 		return err
 	}
-	if s.idleRec, err = annotationRecord("deployment "+s.idle.Namespace+"/"+s.idle.Name, s.idle.Annotations, AnnotationBuildID, AnnotationBuildCreateTime); err != nil {
+	if s.idleRec, err = deploymentRecord(s.idle); err != nil {
 		return err
 	}
 	switch {
@@ -530,7 +530,7 @@ func (s *blueGreenState) readRecords() error {
 // to leave everything alone, or "" and whether the idle colour needs r's
 // image (false: it already runs r's digest).
 func (s *blueGreenState) judge(r Release) (deploy bool, reason string) {
-	if sameDigest(s.liveContainer.Image, r.Image) {
+	if sameImage(s.liveContainer.Image, r.Image.String()) {
 		return false, fmt.Sprintf("already live: %s (%s) runs %s", s.live.Name, s.liveColour, r.Image.Digest)
 	}
 	if live := s.liveRec; live.ok {
@@ -554,7 +554,7 @@ func (s *blueGreenState) judge(r Release) (deploy bool, reason string) {
 		return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the rolled-back build %s (created %s)%s",
 			r.BuildID, created(r.CreateTime), rb.id, created(rb.at), why)
 	}
-	if sameDigest(s.idleContainer.Image, r.Image) {
+	if sameImage(s.idleContainer.Image, r.Image.String()) {
 		return false, ""
 	}
 	if idle := s.idleRec; idle.ok && idle.release().newerThan(r.BuildID, r.CreateTime) {

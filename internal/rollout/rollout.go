@@ -256,15 +256,14 @@ func plan(d *appsv1.Deployment, container string, r Release) (Result, []byte, er
 // superseded reports whether r should replace what d records and runs;
 // when not, it says why.
 func superseded(d *appsv1.Deployment, running string, r Release) (string, bool, error) {
-	if sameDigest(running, r.Image) {
+	if sameImage(running, r.Image.String()) {
 		return fmt.Sprintf("already running %s", r.Image.Digest), false, nil
 	}
-	obj := "deployment " + d.Namespace + "/" + d.Name
-	deployed, err := annotationRecord(obj, d.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	deployed, err := deploymentRecord(d)
 	if err != nil {
 		return "", false, err
 	}
-	newest, err := labelRecord(obj, d.Labels)
+	newest, err := labelRecord(d)
 	if err != nil {
 		return "", false, err
 	}
@@ -299,12 +298,6 @@ func markLabels(id string, at time.Time) map[string]any {
 	return map[string]any{LabelNewestBuild: id, LabelNewestBuildTime: at.UTC().Format(LabelTimeLayout)}
 }
 
-// sameDigest reports whether the image reference running pins r's digest.
-func sameDigest(running string, r image.Reference) bool {
-	cur, err := image.Parse(running)
-	return err == nil && cur.Digest == r.Digest
-}
-
 // sameImage reports whether the image references a and b name the same
 // image: the same digest when both pin one (the tag or registry name may
 // differ: a retag, a reproducible rebuild, a webhook that rewrites
@@ -333,11 +326,19 @@ func annotationRecord(obj string, annotations map[string]string, idKey, atKey st
 	return readRecord(obj, "annotation", annotations, idKey, atKey, time.RFC3339Nano, "an RFC 3339 time")
 }
 
-// labelRecord reads the high-water mark obj's labels record, as
-// annotationRecord reads annotations.
-func labelRecord(obj string, labels map[string]string) (record, error) {
-	return readRecord(obj, "label", labels, LabelNewestBuild, LabelNewestBuildTime, LabelTimeLayout, "a time like "+LabelTimeLayout)
+// deploymentRecord reads the release d's annotations record.
+func deploymentRecord(d *appsv1.Deployment) (record, error) {
+	return annotationRecord(deploymentName(d), d.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
 }
+
+// labelRecord reads the high-water mark d's labels record, as
+// annotationRecord reads annotations.
+func labelRecord(d *appsv1.Deployment) (record, error) {
+	return readRecord(deploymentName(d), "label", d.Labels, LabelNewestBuild, LabelNewestBuildTime, LabelTimeLayout, "a time like "+LabelTimeLayout)
+}
+
+// deploymentName names d in errors: "deployment NAMESPACE/NAME".
+func deploymentName(d *appsv1.Deployment) string { return "deployment " + d.Namespace + "/" + d.Name }
 
 func readRecord(obj, kind string, m map[string]string, idKey, atKey, layout, want string) (record, error) {
 	id, rawAt := m[idKey], m[atKey]

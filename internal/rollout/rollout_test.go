@@ -487,6 +487,11 @@ func TestResultIsZeroOnError(t *testing.T) {
 			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r3, 3), colour(Green, r2, 3))
 			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
 		}},
+		{"undo: the deployment changed", func(t *testing.T) (Result, error) {
+			cs := newClientset(t, revisions(r1, r2)...)
+			conflicts(cs, "deployments")
+			return Undo(context.Background(), cs, target, Options{})
+		}},
 		{"rollback: the router changed", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
 			conflicts(cs, "services")

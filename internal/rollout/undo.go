@@ -3,7 +3,6 @@ package rollout
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"fmt"
 	"slices"
 	"strconv"
@@ -11,6 +10,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 )
@@ -45,12 +45,11 @@ func Undo(ctx context.Context, client kubernetes.Interface, t Target, o Options)
 		return Result{}, err
 	}
 	res := Result{Outcome: Skipped, Previous: c.Image}
-	obj := "deployment " + d.Namespace + "/" + d.Name
-	live, err := annotationRecord(obj, d.Annotations, AnnotationBuildID, AnnotationBuildCreateTime)
+	live, err := deploymentRecord(d)
 	if err != nil {
 		return Result{}, err
 	}
-	newest, err := labelRecord(obj, d.Labels)
+	newest, err := labelRecord(d)
 	if err != nil {
 		return Result{}, err
 	}
@@ -78,14 +77,14 @@ func Undo(ctx context.Context, client kubernetes.Interface, t Target, o Options)
 	}
 	// The template is replaced whole, as kubectl does: a merge would keep
 	// containers, volumes or env the previous revision did not have.
-	tmpl := map[string]any{}
-	if err := jsonRoundTrip(template, &tmpl); err != nil {
-		return res, err
+	tmpl, err := runtime.DefaultUnstructuredConverter.ToUnstructured(template)
+	if err != nil {
+		return Result{}, err
 	}
 	tmpl["$patch"] = "replace"
 	patch := mustJSON(map[string]any{"metadata": metadata, "spec": map[string]any{"template": tmpl}})
 	if _, err := client.AppsV1().Deployments(d.Namespace).Patch(ctx, d.Name, types.StrategicMergePatchType, patch, patchOptions(o)); err != nil {
-		return res, fmt.Errorf("patching deployment %s/%s (nothing was rolled back; run rollback again if still needed): %w", d.Namespace, d.Name, err)
+		return Result{}, fmt.Errorf("patching deployment %s/%s (nothing was rolled back; run rollback again if still needed): %w", d.Namespace, d.Name, err)
 	}
 	res.Patch = patch
 	if o.DryRun {
@@ -142,13 +141,4 @@ func previousRevision(ctx context.Context, client kubernetes.Interface, d *appsv
 		return nil, fmt.Errorf("%w: deployment %s/%s has no revision before the current one", ErrNoPrevious, d.Namespace, d.Name)
 	}
 	return owned[1], nil
-}
-
-// jsonRoundTrip converts in to out through JSON.
-func jsonRoundTrip(in, out any) error {
-	b, err := json.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return json.Unmarshal(b, out)
 }
