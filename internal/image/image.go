@@ -166,9 +166,11 @@ func (p Pattern) Bare() bool { return p.bare }
 // names. The host's case is ignored; a path with upper case never matches.
 func (p Pattern) Match(repository string) bool {
 	repository, err := canonical(repository)
-	if err != nil {
-		return false
-	}
+	return err == nil && p.matchCanonical(repository)
+}
+
+// matchCanonical is Match for a repository canonical has already returned.
+func (p Pattern) matchCanonical(repository string) bool {
 	if !p.bare {
 		return repository == p.repository
 	}
@@ -216,7 +218,7 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 			}
 			continue
 		}
-		if !p.Match(canon) {
+		if !p.matchCanonical(canon) {
 			continue
 		}
 		ref.Repository = canon

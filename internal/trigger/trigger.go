@@ -72,6 +72,11 @@ type Report struct {
 	Patch string
 }
 
+// fail makes r the report of err.
+func (r *Report) fail(err error) {
+	r.Outcome, r.Reason, r.Err = rollout.Failed, explain(err), err
+}
+
 // ErrUnorderable is wrapped when a build has no createTime: it cannot be
 // ordered against the deployed build, so it is never deployed.
 var ErrUnorderable = errors.New("build cannot be ordered")
@@ -208,7 +213,7 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		return nil
 	}
 	fail := func(err error) error {
-		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		rep.fail(err)
 		report(rep)
 		if Retryable(err) {
 			return err
@@ -332,7 +337,7 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	conn := h.connector(t.Cluster)
 	client, err := conn.Clientset(ctx)
 	if err != nil {
-		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		rep.fail(err)
 		return rep
 	}
 	var res rollout.Result
@@ -344,7 +349,7 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	}
 	conn.Forget(err)
 	if err != nil { // The Result means nothing with an error.
-		rep.Outcome, rep.Reason, rep.Err = rollout.Failed, explain(err), err
+		rep.fail(err)
 		return rep
 	}
 	rep.Outcome, rep.Reason, rep.Previous = res.Outcome, res.Reason, res.Previous
