@@ -86,6 +86,20 @@ func start(ctx context.Context, opts sandbox.Options, begin time.Time) (sb *sand
 	}, nil
 }
 
+// followLog prints each function log line from now on with show, until
+// ctx ends (Ctrl-C).
+func followLog(ctx context.Context, sb *sandbox.Sandbox, show func(map[string]any)) {
+	seen := len(sb.Function.Logs())
+	for {
+		line, err := sb.Function.WaitLog(ctx, seen, func(map[string]any) bool { return true })
+		if err != nil {
+			return
+		}
+		seen++
+		show(line)
+	}
+}
+
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
 // blueGreenEnv is the function's configuration in -blue-green mode.
@@ -177,15 +191,8 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	}
 	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host)
 	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
-	seen := len(sb.Function.Logs())
-	for {
-		line, err := sb.Function.WaitLog(ctx, seen, func(map[string]any) bool { return true })
-		if err != nil {
-			return nil // Interrupted.
-		}
-		seen++
-		printDecision(line)
-	}
+	followLog(ctx, sb, printDecision)
+	return nil
 }
 
 // release publishes a build's three messages, as Cloud Build does, shows

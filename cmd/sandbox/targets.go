@@ -81,15 +81,8 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 	step("the sandbox stays up until Ctrl-C")
 	fmt.Printf("  kubectl --kubeconfig %s get deployments,services -o wide -A\n", kubeconfig)
 	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
-	seen := len(sb.Function.Logs())
-	for {
-		line, err := sb.Function.WaitLog(ctx, seen, func(map[string]any) bool { return true })
-		if err != nil {
-			return nil // Interrupted.
-		}
-		seen++
-		printTargetDecision(line)
-	}
+	followLog(ctx, sb, printTargetDecision)
+	return nil
 }
 
 // deliverToTargets publishes b and prints the function's line for each
