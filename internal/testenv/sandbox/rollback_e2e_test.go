@@ -3,6 +3,7 @@ package sandbox
 import (
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
@@ -16,6 +17,15 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
+
+// needKubectl skips a test that runs the real kubectl where it is not
+// installed, with the reason, except under CI, which never skips.
+func needKubectl(t *testing.T) {
+	t.Helper()
+	if _, err := exec.LookPath("kubectl"); err != nil && os.Getenv("CI") == "" {
+		t.Skipf("end-to-end: runs the real kubectl, which is not installed (%v); CI never skips", err)
+	}
+}
 
 // kubectl runs the installed kubectl as the cluster admin, as an operator
 // would, and returns its output.
@@ -49,6 +59,7 @@ func mustDeploy(ctx context.Context, t *testing.T, sb *Sandbox, b *cloudbuildpb.
 // A rollback by hand (kubectl rollout undo) or by our command sticks: the
 // rolled-back build, delivered again, is skipped; a newer build deploys.
 func TestE2ERollingRollbackSticks(t *testing.T) {
+	needKubectl(t)
 	sb, ctx := start(t, Options{})
 	b1, b2, b3 := load(t, "web-1-success.json"), load(t, "web-2-success.json"), load(t, "web-3-success.json")
 	mustDeploy(ctx, t, sb, b1)
@@ -100,6 +111,7 @@ func TestE2ERollingRollbackSticks(t *testing.T) {
 // it took out of traffic, delivered again, is skipped and said to be rolled
 // back; a newer build deploys.
 func TestE2EBlueGreenManualRouterRollbackSticks(t *testing.T) {
+	needKubectl(t)
 	sb, ctx := blueGreen(t, "service", nil)
 	b1, b2, b3 := load(t, "web-1-success.json"), load(t, "web-2-success.json"), load(t, "web-3-success.json")
 	mustDeploy(ctx, t, sb, b1) // To green.
