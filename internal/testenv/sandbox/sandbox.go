@@ -84,6 +84,10 @@ type Options struct {
 	Manifests []string
 	// FunctionEnv adds to or overrides the function's environment.
 	FunctionEnv map[string]string
+	// ResultTopic, when set, is a topic Start creates on the emulator, to
+	// which the function publishes its results (RESULT_TOPIC; see
+	// Subscribe).
+	ResultTopic string
 }
 
 // Sandbox is the running stand-in. Stop it when done.
@@ -186,6 +190,12 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 
 	if s.port, err = freePort(); err != nil {
 		return nil, err
+	}
+	if opts.ResultTopic != "" {
+		if err := s.PubSub.CreateTopic(ctx, opts.ResultTopic); err != nil {
+			return nil, err
+		}
+		opts.FunctionEnv = resultEnv(opts.FunctionEnv, s.PubSub, opts.ResultTopic)
 	}
 	if err := s.StartFunction(ctx, opts.FunctionEnv); err != nil {
 		return nil, err
