@@ -199,3 +199,33 @@ func TestCheckTopic(t *testing.T) {
 		}
 	}
 }
+
+// The README's subscription filter picks the failures by attribute alone.
+func TestAttributesServeTheREADMEsFilter(t *testing.T) {
+	srv, opts := fake(t)
+	ctx := context.Background()
+	if _, err := srv.GServer.CreateSubscription(ctx, &pubsubpb.Subscription{Name: "projects/p/subscriptions/failures",
+		Topic: "projects/p/topics/results", Filter: `attributes.outcome = "failed"`}); err != nil {
+		t.Fatal(err)
+	}
+	p := NewPublisher("projects/p/topics/results", Options{ClientOptions: opts})
+	defer p.Close()
+	failed := deployed
+	failed.Target, failed.Outcome, failed.Reason, failed.Retry = "worker", "failed", "forbidden", true
+	for _, m := range []Message{deployed, failed} {
+		if err := p.Publish(ctx, m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	resp, err := srv.GServer.Pull(ctx, &pubsubpb.PullRequest{Subscription: "projects/p/subscriptions/failures", MaxMessages: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, m := range resp.ReceivedMessages {
+		got = append(got, m.GetMessage().GetAttributes()["target"]+" "+m.GetMessage().GetAttributes()["outcome"])
+	}
+	if diff := cmp.Diff([]string{"worker failed"}, got); diff != "" {
+		t.Errorf("messages through the filter (-want +got):\n%s", diff)
+	}
+}
