@@ -168,8 +168,8 @@ func printStatus(w io.Writer, ts targetStatus) {
 	if s.Deploying != "" {
 		line("deploying", "%s", s.Deploying)
 	}
-	if b := s.Records.NewestBuild; b != nil {
-		line("newest", "%s", build(b))
+	if b := s.Records.NewestBuild; b != nil && (s.Live.Build == nil || b.ID != s.Live.Build.ID) {
+		line("newest", "%s", build(b)) // JSON always has it; text when it is not the live build.
 	}
 	if b := s.Records.RolledBack; b != nil {
 		line("rolled back", "%s", build(b))
