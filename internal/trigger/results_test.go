@@ -2,6 +2,7 @@ package trigger
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"slices"
 	"strings"
@@ -200,5 +201,53 @@ func TestHandlePublishFailureChangesNoOutcome(t *testing.T) {
 	}
 	if len(reports[1]) != 1 || reports[1][0].ResultErr == nil || reports[1][0].Result == nil || reports[1][0].Result.Outcome != "deployed" {
 		t.Errorf("failing publisher: report %+v, want the deployed result and its error", reports[1])
+	}
+}
+
+// noDigest is web-1 built from branch, its pushed images without a digest.
+func noDigest(t *testing.T, branch string) []byte {
+	t.Helper()
+	var b map[string]any
+	if err := json.Unmarshal(teamBuild(t, branch, ""), &b); err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range b["results"].(map[string]any)["images"].([]any) {
+		delete(img.(map[string]any), "digest")
+	}
+	raw, err := json.Marshal(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// A pushed image that cannot be deployed (no digest) is a skipped result
+// for the targets whose rules let the build in, and nothing for the others.
+func TestHandlePublishesAnUndeployableImageOnlyWhereTheRulesLetItIn(t *testing.T) {
+	for _, tt := range []struct {
+		branch string
+		want   []string
+	}{
+		{"main", []string{"web-staging skipped", "worker-staging skipped"}},
+		{"feature/x", nil},
+	} {
+		t.Run(tt.branch, func(t *testing.T) {
+			fakes := map[string]kubernetes.Interface{"staging": fake.NewClientset(), "prod": fake.NewClientset()}
+			pub := &publisher{}
+			h := New(fileConfig(t, teamTargets), Options{Connect: newClusters(fakes).connect, Now: func() time.Time { return now }, Results: pub})
+			if _, err := h.Handle(context.Background(), event(t, noDigest(t, tt.branch), nil, now)); err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, m := range pub.published() {
+				got = append(got, m.Target+" "+m.Outcome)
+				if !strings.Contains(m.Reason, "digest") {
+					t.Errorf("%s: reason %q does not say the digest is missing", m.Target, m.Reason)
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("results (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -322,7 +322,9 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
 		if p.err != nil {
 			rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf("%v (pushed: %s)", p.err, pushed(build))
-			h.publish(ctx, &rep, p.t, build)
+			if ok, _ := p.t.When.Match(build); ok { // A result only for the builds its rules let in.
+				h.publish(ctx, &rep, p.t, build)
+			}
 			report(rep)
 			continue
 		}
