@@ -207,3 +207,47 @@ func TestE2EResults(t *testing.T) {
 		}
 	}
 }
+
+// TestE2EResultsBlueGreenDuplicate delivers one build twice to a
+// blue-green target: one deployed result once traffic has switched, then
+// the redelivery's skipped (already live), never a second deployed.
+func TestE2EResultsBlueGreenDuplicate(t *testing.T) {
+	sb, ctx := start(t, Options{
+		Manifests:   []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"},
+		FunctionEnv: map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "60s"},
+		ResultTopic: resultsTopic,
+	}, blue, green)
+	all, err := sb.Subscribe(ctx, "everything", resultsTopic, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := FreshBuild(load(t, "web-1-success.json"))
+	for i, want := range []string{"deployed", "skipped"} {
+		if line := publish(ctx, t, sb, b); line["outcome"] != want {
+			t.Fatalf("delivery %d: %v %v, want %s", i+1, line["outcome"], line["reason"], want)
+		}
+	}
+	marker := result.Message{BuildID: "marker", Target: "none", Outcome: "marker"}
+	if _, err := sb.PubSub.Publish(ctx, resultsTopic, marker.Data(), marker.Attributes()); err != nil {
+		t.Fatal(err)
+	}
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := all.Wait(wait, func(r Received) bool { return r.Result.BuildID == "marker" }); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range all.All() {
+		if r.Result.BuildID == b.GetId() {
+			reason, _, _ := strings.Cut(r.Result.Reason, ":")
+			got = append(got, fmt.Sprintf("%s %s %s %s (%s)", r.Attributes["target"], r.Attributes["outcome"], r.Result.Strategy, r.Result.Image, reason))
+		}
+	}
+	want := []string{
+		"default deployed blue-green " + pinned(b) + " (switched service web from blue to green after deployment \"web-green\" successfully rolled out)",
+		"default skipped blue-green " + pinned(b) + " (already live)",
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("results of one build delivered twice (-want +got):\n%s", diff)
+	}
+}
