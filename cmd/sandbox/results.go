@@ -27,7 +27,7 @@ var results *resultPrinter
 
 // subscribe subscribes to resultTopic for the demonstration.
 func subscribe(ctx context.Context, sb *sandbox.Sandbox) error {
-	r, err := sb.Subscribe(ctx, "demo", resultTopic, "")
+	r, err := sb.Subscribe(ctx, "demo", resultTopic)
 	if err != nil {
 		return err
 	}

@@ -43,10 +43,9 @@ type Results struct {
 }
 
 // Subscribe creates the pull subscription subID on topic of the sandbox's
-// emulator (with filter, when not "") and collects what it receives until
-// ctx ends.
-func (s *Sandbox) Subscribe(ctx context.Context, subID, topic, filter string) (*Results, error) {
-	if err := s.PubSub.CreatePullSubscription(ctx, subID, topic, filter); err != nil {
+// emulator and collects what it receives until ctx ends.
+func (s *Sandbox) Subscribe(ctx context.Context, subID, topic string) (*Results, error) {
+	if err := s.PubSub.CreatePullSubscription(ctx, subID, topic); err != nil {
 		return nil, err
 	}
 	client, err := s.PubSub.Client(ctx)

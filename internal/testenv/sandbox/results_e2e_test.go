@@ -57,7 +57,7 @@ func TestE2EResults(t *testing.T) {
 	}, Deployment, "worker")
 	subCtx, stopReceiving := context.WithCancel(ctx)
 	defer stopReceiving()
-	all, err := sb.Subscribe(subCtx, "everything", resultsTopic, "")
+	all, err := sb.Subscribe(subCtx, "everything", resultsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +217,7 @@ func TestE2EResultsBlueGreenDuplicate(t *testing.T) {
 		FunctionEnv: map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "60s"},
 		ResultTopic: resultsTopic,
 	}, blue, green)
-	all, err := sb.Subscribe(ctx, "everything", resultsTopic, "")
+	all, err := sb.Subscribe(ctx, "everything", resultsTopic)
 	if err != nil {
 		t.Fatal(err)
 	}
