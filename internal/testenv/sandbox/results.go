@@ -56,8 +56,12 @@ func (s *Sandbox) Subscribe(ctx context.Context, subID, topic string) (*Results,
 	go func() {
 		defer close(r.done)
 		defer client.Close()
-		err := client.Subscriber(s.PubSub.SubscriptionName(subID)).Receive(ctx, func(_ context.Context, m *pubsub.Message) {
-			m.Ack()
+		sub := client.Subscriber(s.PubSub.SubscriptionName(subID))
+		// One message at a time, acknowledged once recorded: the results
+		// are recorded in the order the subscription delivers them.
+		sub.ReceiveSettings.MaxOutstandingMessages = 1
+		err := sub.Receive(ctx, func(_ context.Context, m *pubsub.Message) {
+			defer m.Ack()
 			rec := Received{ID: m.ID, Attributes: m.Attributes}
 			if err := json.Unmarshal(m.Data, &rec.Result); err != nil {
 				rec.Result.Reason = fmt.Sprintf("undecodable result %q: %v", m.Data, err)

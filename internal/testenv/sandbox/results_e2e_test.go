@@ -112,6 +112,14 @@ func TestE2EResults(t *testing.T) {
 		t.Fatalf("duplicate of main (-want +got):\n%s", diff)
 	}
 
+	for _, target := range []string{"web", "worker"} {
+		if _, err := all.Wait(wait, func(r Received) bool {
+			return r.Result.BuildID == main.GetId() && r.Result.Target == target && r.Result.Outcome == "skipped"
+		}); err != nil {
+			t.Fatalf("no skipped result of main's duplicate for %s: %v", target, err)
+		}
+	}
+
 	// A release tag: broken fails for good; the others' rules keep it out.
 	lines = outcomes(publishAll(ctx, t, sb, tagged, "broken"))
 	if got := lines["broken"]; !strings.HasPrefix(got, "broken: default/worker:sidecar failed ") || !strings.Contains(got, `has no container "sidecar"`) {
@@ -127,7 +135,8 @@ func TestE2EResults(t *testing.T) {
 	}
 
 	// Exactly these results, each once: a marker published after them
-	// arrives after them.
+	// (the function publishes each result before it writes its line)
+	// arrives after them, the subscription recording them in order.
 	marker := result.Message{BuildID: "marker", Target: "none", Outcome: "marker"}
 	if _, err := sb.PubSub.Publish(ctx, resultsTopic, marker.Data(), marker.Attributes()); err != nil {
 		t.Fatal(err)
@@ -227,12 +236,15 @@ func TestE2EResultsBlueGreenDuplicate(t *testing.T) {
 			t.Fatalf("delivery %d: %v %v, want %s", i+1, line["outcome"], line["reason"], want)
 		}
 	}
+	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := all.Wait(wait, func(r Received) bool { return r.Result.BuildID == b.GetId() && r.Result.Outcome == "skipped" }); err != nil {
+		t.Fatalf("no skipped result of the redelivery: %v", err)
+	}
 	marker := result.Message{BuildID: "marker", Target: "none", Outcome: "marker"}
 	if _, err := sb.PubSub.Publish(ctx, resultsTopic, marker.Data(), marker.Attributes()); err != nil {
 		t.Fatal(err)
 	}
-	wait, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
 	if _, err := all.Wait(wait, func(r Received) bool { return r.Result.BuildID == "marker" }); err != nil {
 		t.Fatal(err)
 	}
