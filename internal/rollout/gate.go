@@ -2,6 +2,8 @@ package rollout
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -80,11 +82,12 @@ type Gates struct {
 	Timeout time.Duration
 }
 
-// JobName is the name of gate's Job for build: the gate and the build ID's
-// first eight characters, like Cloud Build's short ID. Cloud Build IDs are
-// UUIDs, so the name is a valid DNS label (CronJob names are at most 52
-// characters). Names of two builds that share their first eight characters
-// collide: the second is refused (ErrGateInvalid), never confused.
+// JobName is the name of gate's Job for build: the gate, the build ID's
+// first eight characters (Cloud Build's short ID, for people) and six hex
+// digits of the SHA-256 of the whole ID (for builds whose IDs share a
+// prefix): web-migrate-0b7e5c1a-3f9c2d. It is a valid DNS label, at most 63
+// characters: a gate name too long for that is cut short. A Job of that
+// name holding another build is refused (ErrGateInvalid), never confused.
 func JobName(gate, buildID string) string {
 	short := strings.Map(func(r rune) rune {
 		switch {
@@ -95,11 +98,15 @@ func JobName(gate, buildID string) string {
 		}
 		return -1
 	}, buildID)
-	short = short[:min(len(short), 8)]
-	if len(gate) > validation.DNS1123LabelMaxLength-1-len(short) {
-		gate = strings.TrimRight(gate[:validation.DNS1123LabelMaxLength-1-len(short)], "-.")
+	sum := sha256.Sum256([]byte(buildID))
+	suffix := short[:min(len(short), 8)] + "-" + hex.EncodeToString(sum[:3])
+	if len(short) == 0 {
+		suffix = hex.EncodeToString(sum[:3])
 	}
-	return gate + "-" + short
+	if max := validation.DNS1123LabelMaxLength - 1 - len(suffix); len(gate) > max {
+		gate = strings.TrimRight(gate[:max], "-.")
+	}
+	return gate + "-" + suffix
 }
 
 // run runs every gate for r, in order. service is the Service the release

@@ -16,6 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
@@ -175,7 +176,7 @@ func TestGateJobIsTheCronJobsTemplate(t *testing.T) {
 	want.Template.Spec.Containers[2].Image = r.Image.String()
 	want.Template.Spec.Containers[2].Env = env
 	wantMeta := metav1.ObjectMeta{
-		Name: "migrate-build1", Namespace: "prod", UID: "uid-migrate-build1", ResourceVersion: "2",
+		Name: "migrate-build1-e844ad", Namespace: "prod", UID: "uid-migrate-build1-e844ad", ResourceVersion: "2",
 		Labels:      map[string]string{"team": "db", LabelGateBuild: "build-1", LabelGate: "migrate"},
 		Annotations: map[string]string{"owner": "db-team", AnnotationInstantiate: "manual", AnnotationImage: r.Image.String()},
 		OwnerReferences: []metav1.OwnerReference{{APIVersion: "batch/v1", Kind: "CronJob", Name: "migrate",
@@ -193,14 +194,21 @@ func TestGateJobIsTheCronJobsTemplate(t *testing.T) {
 
 func TestJobName(t *testing.T) {
 	tests := []struct{ gate, build, want string }{
-		{"web-migrate", "0b7e5c1a-9f3d-4c2e-8a61-5f0e2d9c7b44", "web-migrate-0b7e5c1a"},
-		{"web-smoke", "BUILD-1", "web-smoke-build1"},
-		{strings.Repeat("g", 52), "0b7e5c1a-9f3d", strings.Repeat("g", 52) + "-0b7e5c1a"},
-		{strings.Repeat("g", 60), "0b7e5c1a", strings.Repeat("g", 54) + "-0b7e5c1a"},
+		{"web-migrate", "0b7e5c1a-9f3d-4c2e-8a61-5f0e2d9c7b44", "web-migrate-0b7e5c1a-7ca7fd"},
+		{"web-smoke", "BUILD-1", "web-smoke-build1-9b16a9"},
+		// Two builds whose IDs share their first eight characters.
+		{"web-smoke", "0b1d0000-0000-4000-8000-000000000001", "web-smoke-0b1d0000-cedb88"},
+		{"web-smoke", "0b1d0000-0000-4000-8000-000000000002", "web-smoke-0b1d0000-c05abb"},
+		{strings.Repeat("g", 52), "0b7e5c1a", strings.Repeat("g", 47) + "-0b7e5c1a-1164ab"},
+		{"x", "---", "x-cb3f91"},
 	}
 	for _, tt := range tests {
-		if got := JobName(tt.gate, tt.build); got != tt.want {
+		got := JobName(tt.gate, tt.build)
+		if got != tt.want {
 			t.Errorf("JobName(%q, %q) = %q, want %q", tt.gate, tt.build, got, tt.want)
+		}
+		if errs := validation.IsDNS1123Label(got); len(errs) > 0 {
+			t.Errorf("JobName(%q, %q) = %q: %v", tt.gate, tt.build, got, errs)
 		}
 	}
 }
@@ -218,17 +226,17 @@ func TestRollingGates(t *testing.T) {
 	}{
 		{"every gate completes", map[string]jobOutcome{"migrate": completes, "smoke": completes}, nil,
 			[]string{"web rolls from " + repo + ":old to " + r1.Image.String() + " after gates migrate, smoke completed"},
-			[]string{"create jobs migrate-build1", "create jobs smoke-build1", "patch deployments web"}, r1.Image.String()},
+			[]string{"create jobs migrate-build1-e844ad", "create jobs smoke-build1-e844ad", "patch deployments web"}, r1.Image.String()},
 		{"the second gate fails", map[string]jobOutcome{"migrate": completes, "smoke": fails}, ErrGateFailed,
-			[]string{"gate smoke: job prod/smoke-build1 failed (BackoffLimitExceeded: Job has reached the specified backoff limit); " +
-				"pod smoke-build1-x7k2p container web exited 1 (Error): " + smokeMessage + "; nothing was changed"},
-			[]string{"create jobs migrate-build1", "create jobs smoke-build1", "patch deployments web"}, repo + ":old"},
+			[]string{"gate smoke: job prod/smoke-build1-e844ad failed (BackoffLimitExceeded: Job has reached the specified backoff limit); " +
+				"pod smoke-build1-e844ad-x7k2p container web exited 1 (Error): " + smokeMessage + "; nothing was changed"},
+			[]string{"create jobs migrate-build1-e844ad", "create jobs smoke-build1-e844ad", "patch deployments web"}, repo + ":old"},
 		{"the first gate fails", map[string]jobOutcome{"migrate": fails}, ErrGateFailed,
-			[]string{"gate migrate: job prod/migrate-build1 failed"},
-			[]string{"create jobs migrate-build1", "patch deployments web"}, repo + ":old"},
+			[]string{"gate migrate: job prod/migrate-build1-e844ad failed"},
+			[]string{"create jobs migrate-build1-e844ad", "patch deployments web"}, repo + ":old"},
 		{"a gate times out", map[string]jobOutcome{"migrate": hangs}, ErrGateTimeout,
-			[]string{"gate migrate: job prod/migrate-build1 is neither complete nor failed after 50ms (0 active, 0 succeeded, 0 failed); it goes on, and a redelivery waits for it"},
-			[]string{"create jobs migrate-build1"}, repo + ":old"},
+			[]string{"gate migrate: job prod/migrate-build1-e844ad is neither complete nor failed after 50ms (0 active, 0 succeeded, 0 failed); it goes on, and a redelivery waits for it"},
+			[]string{"create jobs migrate-build1-e844ad"}, repo + ":old"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -291,7 +299,7 @@ func TestRollingRejection(t *testing.T) {
 			Reason: "stale: build build-0 (created 2026-11-02T10:00:00Z) is not newer than build build-1 (created 2026-11-02T11:00:00Z), which a release gate rejected"}, nil},
 		{r2, Result{Outcome: Deployed, Previous: repo + ":old",
 			Reason: "web rolls from " + repo + ":old to " + r2.Image.String() + " after gates smoke completed"},
-			[]string{"create jobs smoke-build2", "patch deployments web"}},
+			[]string{"create jobs smoke-build2-4f6caf", "patch deployments web"}},
 	}
 	for _, tt := range tests {
 		cs.ClearActions()
@@ -328,7 +336,7 @@ func TestGateRunsOncePerBuild(t *testing.T) {
 		if res, err := Rolling(ctx, cs, target, r1, o); err != nil || res.Outcome != Deployed {
 			t.Fatalf("redelivery = %+v, %v; want deployed", res, err)
 		}
-		if diff := cmp.Diff([]string{"create jobs migrate-build1", "patch deployments web"}, writes(cs)); diff != "" {
+		if diff := cmp.Diff([]string{"create jobs migrate-build1-e844ad", "patch deployments web"}, writes(cs)); diff != "" {
 			t.Errorf("writes (-want +got):\n%s", diff)
 		}
 	})
@@ -352,12 +360,12 @@ func TestGateRunsOncePerBuild(t *testing.T) {
 		}
 	})
 	t.Run("a job of another build", func(t *testing.T) {
-		other := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "migrate-build1", Namespace: "prod",
+		other := &batchv1.Job{ObjectMeta: metav1.ObjectMeta{Name: "migrate-build1-e844ad", Namespace: "prod",
 			Labels: map[string]string{LabelGateBuild: "build-1-but-another"}}}
 		cs := newClientset(t, deployment("web", repo+":old", nil), cronJob("migrate", gateContainer()), other)
 		jobController(t, cs, func(*batchv1.Job) jobOutcome { return completes })
 		_, err := Rolling(ctx, cs, target, r1, Options{Gates: webGates(time.Minute, "migrate")})
-		if !errors.Is(err, ErrGateInvalid) || !strings.Contains(err.Error(), `job prod/migrate-build1 holds build "build-1-but-another", not build-1`) {
+		if !errors.Is(err, ErrGateInvalid) || !strings.Contains(err.Error(), `job prod/migrate-build1-e844ad holds build "build-1-but-another", not build-1`) {
 			t.Errorf("error = %v, want ErrGateInvalid naming the job and both builds", err)
 		}
 		if w := writes(cs); len(w) != 0 {
@@ -402,9 +410,9 @@ func TestBlueGreenGates(t *testing.T) {
 		wantRoute  Colour
 	}{
 		{"the gate completes before the switch", completes,
-			[]string{"patch services web", "patch deployments web-green", "create jobs smoke-build2", "patch services web"}, Green},
+			[]string{"patch services web", "patch deployments web-green", "create jobs smoke-build2-4f6caf", "patch services web"}, Green},
 		{"the gate fails: no switch", fails,
-			[]string{"patch services web", "patch deployments web-green", "create jobs smoke-build2", "patch services web"}, Blue},
+			[]string{"patch services web", "patch deployments web-green", "create jobs smoke-build2-4f6caf", "patch services web"}, Blue},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3),
