@@ -309,7 +309,7 @@ func (g Gates) finished(ctx context.Context, client kubernetes.Interface, gate s
 			if c.Message != "" {
 				why += ": " + c.Message
 			}
-			return true, fmt.Errorf("%w: gate %s: job %s/%s failed (%s)%s; nothing was changed",
+			return true, fmt.Errorf("%w: gate %s: job %s/%s failed (%s)%s; traffic did not move",
 				ErrGateFailed, gate, job.Namespace, job.Name, why, terminations(ctx, client, job))
 		}
 	}

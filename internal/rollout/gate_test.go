@@ -229,7 +229,7 @@ func TestRollingGates(t *testing.T) {
 			[]string{"create jobs migrate-build1-e844ad", "create jobs smoke-build1-e844ad", "patch deployments web"}, r1.Image.String()},
 		{"the second gate fails", map[string]jobOutcome{"migrate": completes, "smoke": fails}, ErrGateFailed,
 			[]string{"gate smoke: job prod/smoke-build1-e844ad failed (BackoffLimitExceeded: Job has reached the specified backoff limit); " +
-				"pod smoke-build1-e844ad-x7k2p container web exited 1 (Error): " + smokeMessage + "; nothing was changed"},
+				"pod smoke-build1-e844ad-x7k2p container web exited 1 (Error): " + smokeMessage + "; traffic did not move"},
 			[]string{"create jobs migrate-build1-e844ad", "create jobs smoke-build1-e844ad", "patch deployments web"}, repo + ":old"},
 		{"the first gate fails", map[string]jobOutcome{"migrate": fails}, ErrGateFailed,
 			[]string{"gate migrate: job prod/migrate-build1-e844ad failed"},
