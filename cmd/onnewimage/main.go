@@ -170,15 +170,20 @@ Flags:
 }
 
 // strategy is a target's strategy in a few words: rolling, or blue-green
-// and its router.
+// and its router, then its gates if any.
 func strategy(t target.Target) string {
+	s := string(t.Strategy)
 	switch {
 	case t.Strategy != target.BlueGreen:
-		return string(t.Strategy)
 	case t.Ingress != "":
-		return fmt.Sprintf("%s ingress/%s", t.Strategy, t.Ingress)
+		s = fmt.Sprintf("%s ingress/%s", t.Strategy, t.Ingress)
+	default:
+		s = fmt.Sprintf("%s service/%s", t.Strategy, t.Service)
 	}
-	return fmt.Sprintf("%s service/%s", t.Strategy, t.Service)
+	if len(t.Gates) > 0 {
+		s += fmt.Sprintf(" gates %s (%s each)", strings.Join(t.Gates, ","), t.GateTimeout)
+	}
+	return s
 }
 
 // readEnvFile reads a gcloud --env-vars-file: a YAML map of strings. Its

@@ -38,7 +38,7 @@ func TestCheck(t *testing.T) {
 		{"a good file, the variables aside", []string{"check", "testdata/good.yaml"}, map[string]string{"IMAGE": "Web:latest"}, 0, goodTable, ""},
 		{"a bad file", []string{"check", "testdata/bad.yaml"}, nil, 1, "", `testdata/bad.yaml:4: target web-staging: image: image "us-docker.pkg.dev/acme/apps/web:latest": give the repository only, without tag or digest (the build decides the digest)
 testdata/bad.yaml:5: target web-staging: when.ref: unknown rule "ref" (want branch, tag, trigger or repo)
-testdata/bad.yaml:9: target web-staging: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay)
+testdata/bad.yaml:9: target web-staging: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout)
 testdata/bad.yaml:10: target web-staging: name: "web-staging" is also the name of the target at line 3
 testdata/bad.yaml:12: target web-staging: when.tag: "v[0-9" is not an RE2 regular expression: missing closing ]: ` + "`[0-9`" + `
 testdata/bad.yaml:13: target web-staging: cluster.location: is required with cluster.name
@@ -50,6 +50,10 @@ onnewimage check: 7 problems
 		{"the variables", []string{"check"}, variables, 0,
 			"NAME     IMAGE                            WHEN  WHERE                               STRATEGY\n" +
 				"default  us-docker.pkg.dev/acme/apps/web  *     acme/us-central1/prod/shop/web:web  blue-green ingress/web\n", ""},
+		{"the variables with gates", []string{"check"}, map[string]string{"PROJECT": "acme", "LOCATION": "us-central1", "CLUSTER": "prod",
+			"DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": "web", "GATES": "web-migrate,web-smoke", "GATE_TIMEOUT": "90s"}, 0,
+			"NAME     IMAGE  WHEN  WHERE                                  STRATEGY\n" +
+				"default  web    *     acme/us-central1/prod/default/web:web  rolling gates web-migrate,web-smoke (1m30s each)\n", ""},
 		{"bad variables", []string{"check"}, map[string]string{"IMAGE": "web", "DEPLOYMENT": "web", "CONTAINER": "Web", "DRY_RUN": "maybe"}, 1, "",
 			"CLUSTER is required (or KUBECONFIG, to target a local cluster)\n" +
 				`CONTAINER="Web": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')` + "\n" +

@@ -4,7 +4,7 @@
 // function run through the functions framework.
 //
 //	go run ./cmd/sandbox              # start everything, publish two builds, stay up
-//	go run ./cmd/sandbox -blue-green  # the same with k8s/blue-green/ and STRATEGY=blue-green
+//	go run ./cmd/sandbox -blue-green  # the same with k8s/blue-green/, STRATEGY=blue-green and the release gates of k8s/gates/
 //	go run ./cmd/sandbox -targets     # two targets from one file: staging from main, production from a tag
 //	go run ./cmd/sandbox publish      # publish a fresh build to a running sandbox
 //
@@ -105,15 +105,19 @@ func followLog(ctx context.Context, sb *sandbox.Sandbox, show func(map[string]an
 
 func step(format string, args ...any) { fmt.Printf("\n==> "+format+"\n", args...) }
 
-// blueGreenEnv is the function's configuration in -blue-green mode.
-var blueGreenEnv = map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}
+// blueGreenEnv is the function's configuration in -blue-green mode: the
+// gates of k8s/gates/cronjobs.yaml run before each switch, and the waits
+// fit the budget (a minute, ROLLOUT_TIMEOUT, GATE_TIMEOUT per gate).
+var blueGreenEnv = map[string]string{"STRATEGY": "blue-green", "SERVICE": "web",
+	"GATES": "web-migrate,web-smoke", "GATE_TIMEOUT": "1m", "ROLLOUT_TIMEOUT": "2m"}
 
 func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	step("starting the sandbox (a first run builds the control plane from Go modules: several minutes)")
 	begin := time.Now()
 	opts := sandbox.Options{Log: os.Stdout, ResultTopic: resultTopic}
 	if blueGreen {
-		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
+		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml",
+			"k8s/gates/cronjobs.yaml", "k8s/gates/rbac.yaml"}
 		opts.FunctionEnv = blueGreenEnv
 	}
 	sb, stop, err := start(ctx, opts, begin)
@@ -145,6 +149,9 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		if blueGreen {
 			step("build %s (commit %.7s) arrives on cloud-builds", b.GetId(), b.GetSubstitutions()["COMMIT_SHA"])
 			err = deliver(ctx, sb, sandbox.WithStatus(b, cloudbuildpb.Build_QUEUED), sandbox.WithStatus(b, cloudbuildpb.Build_WORKING), b)
+			if err == nil {
+				err = showGates(ctx, sb, b.GetId())
+			}
 			if err == nil {
 				err = showRouter(ctx, sb)
 			}
@@ -185,6 +192,12 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	} else {
 		step("kubectl rollout history deployment/%s", sandbox.Deployment)
 		history(ctx, sb)
+	}
+
+	if blueGreen {
+		if err := failSmokeTest(ctx, sb); err != nil {
+			return err
+		}
 	}
 
 	if exitAfter {

@@ -63,6 +63,7 @@ const SourceDir = "serverless_function_source_code"
 var singleTarget = []string{
 	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "ENDPOINT", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
 	"STRATEGY", "SERVICE", "INGRESS", "ROLLOUT_TIMEOUT", "SCALE_DOWN_OLD", "SCALE_DOWN_DELAY",
+	"GATES", "GATE_TIMEOUT",
 }
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
@@ -194,6 +195,7 @@ func variables(values map[string]string, needImage bool, bad func(string, ...any
 		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyEndpoint, target.KeyKubeconfig, target.KeyNamespace,
 		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,
 		target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+		target.KeyGates, target.KeyGateTimeout,
 	} {
 		if v := values[k.Variable()]; v != "" {
 			s.Values[k] = target.Value{Text: v}

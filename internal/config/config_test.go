@@ -486,6 +486,7 @@ func TestSingleTargetVariables(t *testing.T) {
 		target.KeyImage, target.KeyProject, target.KeyLocation, target.KeyClusterName, target.KeyEndpoint,
 		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
 		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+		target.KeyGates, target.KeyGateTimeout,
 	} {
 		want = append(want, k.Variable())
 	}

@@ -80,6 +80,13 @@ const (
 	// AnnotationRolledBackCreateTime holds the createTime (RFC 3339) of the
 	// build Rollback took out of traffic.
 	AnnotationRolledBackCreateTime = "onnewimage.dev/rolled-back-build-create-time"
+	// AnnotationRejectedBuildID holds the newest build a release gate
+	// rejected. Neither it nor an older build is deployed again; a newer
+	// build is.
+	AnnotationRejectedBuildID = "onnewimage.dev/rejected-build-id"
+	// AnnotationRejectedCreateTime holds the createTime (RFC 3339) of the
+	// build a release gate rejected.
+	AnnotationRejectedCreateTime = "onnewimage.dev/rejected-build-create-time"
 )
 
 var (
@@ -153,6 +160,11 @@ type BlueGreenOptions struct {
 	// taken as left behind by an invocation that died: the longest one event
 	// may take. Zero: claims never expire.
 	ClaimExpiry time.Duration
+	// Gates run, each to completion, once the idle colour is rolled out and
+	// before the switch, told the idle colour's Service. A gate that fails
+	// rejects the build (ErrGateFailed): nothing is switched, and the router
+	// records it (AnnotationRejectedBuildID). They do not run in a dry run.
+	Gates Gates
 
 	// after replaces time.After in tests.
 	after func(time.Duration) <-chan time.Time
@@ -263,12 +275,17 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 	if err != nil {
 		return Result{}, err
 	}
+	if err := o.Gates.run(ctx, client, r, t.ServiceFor(s.idleColour)); errors.Is(err, ErrGateFailed) {
+		return Result{}, rejectBlueGreen(ctx, client, t, r, o, err)
+	} else if err != nil {
+		return Result{}, err
+	}
 	if _, err := s.router.patch(ctx, sw, o); err != nil {
 		return Result{}, err
 	}
 	res.Outcome, res.Patch = Deployed, mustJSON(sw)
 	status, _, _ := Status(idle)
-	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s", s.router, s.liveColour, s.idleColour, status)
+	res.Reason = fmt.Sprintf("switched %s from %s to %s after %s%s", s.router, s.liveColour, s.idleColour, status, o.Gates.summary())
 	res.Reason += takeOver + s.scaleDown(ctx, client, o)
 	return res, nil
 }
@@ -445,9 +462,10 @@ type blueGreenState struct {
 	liveContainer, idleContainer *corev1.Container
 	// idleList is the pod spec field that holds the idle container.
 	idleList string
-	// liveRec, idleRec and rolledBack are the live release, the release
-	// the idle colour records, and the release last rolled back.
-	liveRec, idleRec, rolledBack record
+	// liveRec, idleRec, rolledBack and rejected are the live release, the
+	// release the idle colour records, the release last rolled back and
+	// the newest build a release gate rejected.
+	liveRec, idleRec, rolledBack, rejected record
 	// switchedBack, when the router was switched back by hand to the colour
 	// it had left, says so: the build it records as live is then taken as
 	// rolled back.
@@ -497,6 +515,9 @@ func (s *blueGreenState) readRecords() error {
 		return err
 	}
 	if s.rolledBack, err = annotationRecord(routerObj, m.GetAnnotations(), AnnotationRolledBackBuildID, AnnotationRolledBackCreateTime); err != nil {
+		return err
+	}
+	if s.rejected, err = annotationRecord(routerObj, m.GetAnnotations(), AnnotationRejectedBuildID, AnnotationRejectedCreateTime); err != nil {
 		return err
 	}
 	liveRec, err := deploymentRecord(s.live)
@@ -553,6 +574,9 @@ func (s *blueGreenState) judge(r Release) (deploy bool, reason string) {
 	if rb.ok && !r.newerThan(rb.id, rb.at) {
 		return false, fmt.Sprintf("stale: build %s (created %s) is not newer than the rolled-back build %s (created %s)%s",
 			r.BuildID, created(r.CreateTime), rb.id, created(rb.at), why)
+	}
+	if reason := rejectedReason(s.rejected, r); reason != "" {
+		return false, reason
 	}
 	if sameImage(s.idleContainer.Image, r.Image.String()) {
 		return false, ""

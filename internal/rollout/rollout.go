@@ -83,6 +83,18 @@ const (
 	LabelNewestBuildTime = "onnewimage.dev/newest-build-time"
 )
 
+// Label keys the rolling strategy writes on the Deployment when a release
+// gate rejects a build: neither that build nor an older one is deployed
+// there again; a newer build is. Labels, like the high-water mark, so that
+// `kubectl rollout undo` keeps them.
+const (
+	// LabelRejectedBuild holds the ID of the newest build a gate rejected.
+	LabelRejectedBuild = "onnewimage.dev/rejected-build"
+	// LabelRejectedBuildTime holds that build's createTime, as
+	// LabelTimeLayout formats it.
+	LabelRejectedBuildTime = "onnewimage.dev/rejected-build-time"
+)
+
 // LabelTimeLayout is the time layout of LabelNewestBuildTime.
 const LabelTimeLayout = "20060102T150405.000000000Z"
 
@@ -171,7 +183,12 @@ func short(commit string) string {
 // Options adjust how a release is applied.
 type Options struct {
 	// DryRun has the API server validate each write without persisting it.
+	// The gates are not run.
 	DryRun bool
+	// Gates run, each to completion, before the Deployment is patched. A
+	// gate that fails rejects the build (ErrGateFailed), and the Deployment
+	// records it (LabelRejectedBuild).
+	Gates Gates
 }
 
 // Result says what became of a release. It is meaningful only when the
@@ -213,11 +230,18 @@ func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Relea
 		if err != nil || patch == nil {
 			return err
 		}
+		if !o.DryRun {
+			if err := o.Gates.run(ctx, client, r, ""); errors.Is(err, ErrGateFailed) {
+				return rejectRolling(ctx, client, t, r, err)
+			} else if err != nil {
+				return err
+			}
+		}
 		if _, err := deployments.Patch(ctx, t.Deployment, types.StrategicMergePatchType, patch, patchOptions(o)); err != nil {
 			return fmt.Errorf("patching deployment %s/%s: %w", t.Namespace, t.Deployment, err)
 		}
 		res = Result{Outcome: Deployed, Previous: res.Previous, Patch: patch,
-			Reason: fmt.Sprintf("%s rolls from %s to %s", t.Deployment, res.Previous, r.Image)}
+			Reason: fmt.Sprintf("%s rolls from %s to %s%s", t.Deployment, res.Previous, r.Image, o.Gates.summary())}
 		if o.DryRun {
 			res.Outcome, res.Reason = Skipped, "dry run: the API server accepted the patch; nothing was changed"
 		}
@@ -269,6 +293,13 @@ func superseded(d *appsv1.Deployment, running string, r Release) (string, bool, 
 	}
 	if deployed.id == r.BuildID {
 		return fmt.Sprintf("build %s was already deployed here (the image has since been changed by hand to %s)", deployed.id, running), false, nil
+	}
+	rejected, err := readRecord(deploymentName(d), "label", d.Labels, LabelRejectedBuild, LabelRejectedBuildTime, LabelTimeLayout, "a time like "+LabelTimeLayout)
+	if err != nil {
+		return "", false, err
+	}
+	if reason := rejectedReason(rejected, r); reason != "" {
+		return reason, false, nil
 	}
 	if newest.ok && !r.newerThan(newest.id, newest.at) {
 		records := "the deployment records no build"

@@ -38,6 +38,8 @@ const (
 	KeyRolloutTimeout Key = "rolloutTimeout"
 	KeyScaleDownOld   Key = "scaleDownOld"
 	KeyScaleDownDelay Key = "scaleDownDelay"
+	KeyGates          Key = "gates"
+	KeyGateTimeout    Key = "gateTimeout"
 )
 
 // variables are the single-target variables, by the key each sets.
@@ -58,6 +60,8 @@ var variables = map[Key]string{
 	KeyRolloutTimeout: "ROLLOUT_TIMEOUT",
 	KeyScaleDownOld:   "SCALE_DOWN_OLD",
 	KeyScaleDownDelay: "SCALE_DOWN_DELAY",
+	KeyGates:          "GATES",
+	KeyGateTimeout:    "GATE_TIMEOUT",
 }
 
 // Variable is the single-target variable that sets k; "" when none does.
@@ -318,7 +322,20 @@ func Build(s Settings) (Target, []Problem) {
 		t.ScaleDownDelay = DefaultServiceScaleDownDelay
 	}
 
-	if b := t.Budget(); b > MaxBudget && t.ScaleDownOld {
+	gates(&t, s, value, bad, name)
+
+	if b := t.Budget(); b > MaxBudget && len(t.Gates) > 0 {
+		parts := []string{fmt.Sprintf("%s to connect and patch", RollingBudget)}
+		if t.Strategy == BlueGreen {
+			parts = append(parts, fmt.Sprintf("%s %s", name(KeyRolloutTimeout), t.RolloutTimeout))
+			if t.ScaleDownOld {
+				parts = append(parts, fmt.Sprintf("%s %s", name(KeyScaleDownDelay), t.ScaleDownDelay))
+			}
+		}
+		parts = append(parts, fmt.Sprintf("%d gates × %s %s", len(t.Gates), name(KeyGateTimeout), t.GateTimeout))
+		bad(KeyGateTimeout, false, "is too long for %d gates: an event may then take %s (%s), over %.0fs, the longest --timeout of an event-driven function; shorten %s or the other waits",
+			len(t.Gates), b, strings.Join(parts, " + "), MaxBudget.Seconds(), name(KeyGateTimeout))
+	} else if b := t.Budget(); b > MaxBudget && t.ScaleDownOld {
 		bad(KeyRolloutTimeout, false, "%s plus %s %s is too long: an event may then take %s (%s to connect and patch, plus %s, plus %s), over %.0fs, the longest --timeout of an event-driven function; keep %s + %s at most %s",
 			t.RolloutTimeout, name(KeyScaleDownDelay), t.ScaleDownDelay, b, RollingBudget, name(KeyRolloutTimeout), name(KeyScaleDownDelay),
 			MaxBudget.Seconds(), name(KeyRolloutTimeout), name(KeyScaleDownDelay), MaxBudget-RollingBudget)
@@ -329,6 +346,52 @@ func Build(s Settings) (Target, []Problem) {
 
 	slices.SortStableFunc(problems, func(a, b Problem) int { return cmp.Compare(a.Line, b.Line) })
 	return t, problems
+}
+
+// MaxGateName is the longest CronJob name: Kubernetes refuses longer ones,
+// so that the names of the Jobs it makes fit in a label.
+const MaxGateName = 52
+
+// gates reads the gates settings into t: GATES, a comma-separated list of
+// CronJob names (a list in a targets file), and GATE_TIMEOUT.
+func gates(t *Target, s Settings, value func(Key) string, bad func(Key, bool, string, ...any), name func(Key) string) {
+	if raw := value(KeyGates); raw != "" {
+		seen := map[string]bool{}
+		for _, g := range strings.Split(raw, ",") {
+			g = strings.TrimSpace(g)
+			switch errs := validation.IsDNS1123Subdomain(g); {
+			case g == "":
+				bad(KeyGates, true, "has an empty name: list CronJob names, separated by commas")
+			case len(errs) > 0:
+				bad(KeyGates, true, "%q: %s", g, strings.Join(errs, "; "))
+			case len(g) > MaxGateName:
+				bad(KeyGates, true, "%q: must be no more than %d characters (a CronJob name)", g, MaxGateName)
+			case seen[g]:
+				bad(KeyGates, true, "names %q twice: a gate runs once per release", g)
+			default:
+				seen[g] = true
+				t.Gates = append(t.Gates, g)
+			}
+		}
+	}
+	raw := value(KeyGateTimeout)
+	if raw == "" {
+		if len(t.Gates) > 0 {
+			t.GateTimeout = DefaultGateTimeout
+		}
+		return
+	}
+	d, err := time.ParseDuration(raw)
+	switch {
+	case value(KeyGates) == "":
+		bad(KeyGateTimeout, false, "is used only with %s (there is nothing to wait for otherwise)", name(KeyGates))
+	case err != nil:
+		bad(KeyGateTimeout, true, "is not a Go duration (e.g. 3m, 90s)")
+	case d <= 0:
+		bad(KeyGateTimeout, true, "must be positive")
+	default:
+		t.GateTimeout = d
+	}
 }
 
 // fieldOf is t's value for one of the name keys.

@@ -31,7 +31,7 @@ func ReadFile(path string) ([]Target, error) {
 // The keys a target takes in a file, and those of its cluster and when.
 var (
 	targetKeys = []Key{KeyName, KeyImage, KeyWhen, KeyCluster, KeyNamespace, KeyDeployment, KeyContainer,
-		KeyStrategy, KeyService, KeyIngress, KeyRolloutTimeout, KeyScaleDownOld, KeyScaleDownDelay}
+		KeyStrategy, KeyService, KeyIngress, KeyRolloutTimeout, KeyScaleDownOld, KeyScaleDownDelay, KeyGates, KeyGateTimeout}
 	clusterKeys = []Key{KeyProject, KeyLocation, KeyClusterName, KeyKubeconfig, KeyEndpoint}
 )
 
@@ -197,6 +197,12 @@ func (d *decoder) target(n int, node *yaml.Node, names map[string]int) (Target, 
 					allowed = nil // Rules are checked by ParseRule.
 				}
 				fields(string(k)+".", v, allowed)
+			case k == KeyGates:
+				if text, ok := d.strs(bad, k, v); ok {
+					s.Values[k] = Value{Text: text, Line: v.Line}
+				} else {
+					s.Values[k] = Value{Line: v.Line, Invalid: true}
+				}
 			case k == KeyScaleDownOld:
 				if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
 					bad(v.Line, k, "%s, want a boolean (true or false)", describe(v))
@@ -266,6 +272,32 @@ func (d *decoder) str(bad func(int, Key, string, ...any), k Key, v *yaml.Node) b
 	}
 	bad(v.Line, k, "%s, want a string%s", describe(v), hint)
 	return false
+}
+
+// strs reads v, a list of strings, as one comma-separated value (as the
+// variable carries it), naming the problem when it is not such a list.
+func (d *decoder) strs(bad func(int, Key, string, ...any), k Key, v *yaml.Node) (string, bool) {
+	if v.Kind != yaml.SequenceNode {
+		bad(v.Line, k, "%s, want a list of strings", describe(v))
+		return "", false
+	}
+	if len(v.Content) == 0 {
+		bad(v.Line, k, "is empty: list at least one name or leave the key out")
+		return "", false
+	}
+	var items []string
+	for _, item := range v.Content {
+		item = resolve(item)
+		if !d.str(bad, k, item) {
+			return "", false
+		}
+		if strings.Contains(item.Value, ",") {
+			bad(item.Line, k, "%q: a name has no comma", item.Value)
+			return "", false
+		}
+		items = append(items, strings.TrimSpace(item.Value))
+	}
+	return strings.Join(items, ","), true
 }
 
 // resolve follows an alias to the node it names.

@@ -127,7 +127,7 @@ func TestDecodeBad(t *testing.T) {
 		{"a target not a mapping", "targets:\n  - web\n", []string{
 			"targets.yaml:2: target #1: want a mapping, got a string"}},
 		{"unknown key", "targets:\n  - name: web" + good + "\n    replicas: 3\n", []string{
-			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay)"}},
+			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout)"}},
 		{"unknown cluster key", "targets:\n  - name: web\n    image: web\n    cluster: {project: acme, location: us-central1, name: prod, zone: b}\n    deployment: web\n    container: web\n", []string{
 			"targets.yaml:4: target web: cluster.zone: unknown key (want project, location, name, kubeconfig, endpoint)"}},
 		{"duplicate key", "targets:\n  - name: web" + good + "\n    deployment: api\n", []string{

@@ -47,6 +47,12 @@ type Target struct {
 	// it while the router change spreads: DefaultServiceScaleDownDelay or
 	// DefaultIngressScaleDownDelay unless set. It is 0 without ScaleDownOld.
 	ScaleDownDelay time.Duration
+	// Gates name the CronJobs in Namespace whose jobTemplates run, in
+	// order and each to completion, before traffic moves to a release.
+	Gates []string
+	// GateTimeout bounds each gate's Job: DefaultGateTimeout unless set,
+	// 0 without Gates.
+	GateTimeout time.Duration
 }
 
 // Strategy names how a release reaches traffic.
@@ -77,6 +83,8 @@ const (
 	// with an Ingress router: GKE's load balancer takes one to several
 	// minutes to apply a backend change.
 	DefaultIngressScaleDownDelay = 2 * time.Minute
+	// DefaultGateTimeout is the gate timeout when none is set.
+	DefaultGateTimeout = 3 * time.Minute
 )
 
 // The bounds of one event's work.
@@ -93,12 +101,14 @@ const (
 // Budget is how long one event's cluster work for t may take:
 // RollingBudget, plus RolloutTimeout with blue-green, which waits for the
 // idle colour, plus ScaleDownDelay when the old colour is scaled down after
-// the switch. Build rejects a target whose Budget is over MaxBudget.
+// the switch, plus GateTimeout for each gate. Build rejects a target whose
+// Budget is over MaxBudget.
 func (t Target) Budget() time.Duration {
+	gates := time.Duration(len(t.Gates)) * t.GateTimeout
 	if t.Strategy != BlueGreen {
-		return RollingBudget
+		return RollingBudget + gates
 	}
-	budget := RollingBudget + t.RolloutTimeout
+	budget := RollingBudget + t.RolloutTimeout + gates
 	if t.ScaleDownOld {
 		budget += t.ScaleDownDelay
 	}

@@ -25,7 +25,8 @@ import (
 // a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
 // router pointing at neither colour, a release that exceeded its progress
 // deadline, an unreadable release record, a build ID that cannot be a label
-// value) are not retryable. An error this function does not recognise is
+// value, a release gate that failed or cannot run) are not retryable; a
+// release gate not done within GATE_TIMEOUT is. An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -38,6 +39,8 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrProgressDeadline),
 		errors.Is(err, rollout.ErrRecordUnreadable),
 		errors.Is(err, rollout.ErrBuildIDInvalid),
+		errors.Is(err, rollout.ErrGateFailed),
+		errors.Is(err, rollout.ErrGateInvalid),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, ErrFutureBuild),
@@ -45,7 +48,7 @@ func Retryable(err error) bool {
 		errors.Is(err, emulator.ErrMalformed),
 		errors.Is(err, cluster.ErrNoEndpoint):
 		return false
-	case errors.Is(err, rollout.ErrRolloutTimeout):
+	case errors.Is(err, rollout.ErrRolloutTimeout), errors.Is(err, rollout.ErrGateTimeout):
 		// The retry finds the release on the idle colour, does not patch it
 		// again, and switches once it is available.
 		return true

@@ -373,9 +373,11 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	var res rollout.Result
 	switch t.Strategy {
 	case target.BlueGreen:
-		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
+		o := blueGreenOptions(t, h.cfg.DryRun)
+		o.Gates = gates(t)
+		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, o)
 	default:
-		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun})
+		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun, Gates: gates(t)})
 	}
 	conn.Forget(err)
 	if err != nil { // The Result means nothing with an error.
@@ -443,6 +445,11 @@ func blueGreenTarget(t target.Target) rollout.BlueGreenTarget {
 		bg.RouterKind, bg.Router = rollout.IngressRouter, t.Ingress
 	}
 	return bg
+}
+
+// gates are t's release gates.
+func gates(t target.Target) rollout.Gates {
+	return rollout.Gates{Namespace: t.Namespace, Names: t.Gates, Container: t.Container, Repository: t.Image, Timeout: t.GateTimeout}
 }
 
 func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {

@@ -46,6 +46,18 @@ import (
 // its Ready condition stays False forever, as if its readiness probe failed.
 const NeverReadyLabel = "onnewimage.dev/never-ready"
 
+// Labels and an annotation that decide how kwok ends a Job's pod. A Job's
+// pod completes (exit 0) once running, unless labelled FailLabel=true: then
+// each of its containers exits 1 with the termination message its
+// annotation TerminationMessageAnnotation holds, and the pod fails. A pod
+// labelled HoldLabel=true keeps running until the label is removed, then
+// completes.
+const (
+	FailLabel                    = "onnewimage.dev/fail"
+	HoldLabel                    = "onnewimage.dev/hold"
+	TerminationMessageAnnotation = "onnewimage.dev/termination-message"
+)
+
 const (
 	// serviceCIDR is the cluster's service range; serviceIP is its first
 	// address, taken by the kubernetes service.
@@ -59,7 +71,9 @@ const (
 )
 
 // stages holds the kwok Stage objects: kwok's "fast" node and pod stages plus
-// pod-never-ready.yaml, which implements NeverReadyLabel.
+// pod-never-ready.yaml, which implements NeverReadyLabel, and pod-fail.yaml,
+// which implements FailLabel (pod-complete.yaml leaves FailLabel and
+// HoldLabel pods alone).
 //
 //go:embed stages/*.yaml
 var stages embed.FS
@@ -251,8 +265,8 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	cm, err := c.start(ctx, "kube-controller-manager", filepath.Join(binDir, "kube-controller-manager"), append([]string{
 		// garbagecollector removes the ReplicaSets and pods of a deleted
 		// Deployment; clusterrole-aggregation fills the admin, edit and view
-		// roles, which are empty without it.
-		"--controllers=deployment,replicaset,garbagecollector,clusterrole-aggregation",
+		// roles, which are empty without it; job runs release gates.
+		"--controllers=deployment,replicaset,garbagecollector,clusterrole-aggregation,job",
 		"--secure-port=" + strconv.Itoa(cmPort),
 		"--kube-api-qps=100",
 		"--kube-api-burst=200",

@@ -573,3 +573,25 @@ func TestPrebuiltAssets(t *testing.T) {
 		t.Errorf("the cache directory has %d entries, want none: nothing may be built", len(entries))
 	}
 }
+
+// TestStagesEndJobPodsByLabel checks that pod-complete leaves FailLabel
+// and HoldLabel pods alone and pod-fail takes FailLabel pods.
+func TestStagesEndJobPodsByLabel(t *testing.T) {
+	path := t.TempDir() + "/kwok.yaml"
+	if err := writeStages(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := string(b)
+	if !strings.Contains(config, "\n  name: pod-fail\n") {
+		t.Error("kwok configuration lacks stage pod-fail")
+	}
+	for label, want := range map[string]int{FailLabel: 2, HoldLabel: 1, TerminationMessageAnnotation: 1} {
+		if got := strings.Count(config, `"`+label+`"`); got != want {
+			t.Errorf("stages name %s %d times, want %d", label, got, want)
+		}
+	}
+}
