@@ -37,6 +37,18 @@ type Config struct {
 	MaxEventAge time.Duration
 	// DryRun asks the API server to validate every write without persisting it.
 	DryRun bool
+
+	// VerifyBuild confirms every build to deploy with the Cloud Build API
+	// first (VERIFY_BUILD, default true). See BuildProjects.
+	VerifyBuild bool
+	// BuildProjects are the projects whose builds may be deployed
+	// (BUILD_PROJECTS; by default PROJECT, or every cluster project of the
+	// targets file).
+	BuildProjects []string
+	// CloudBuildEmulatorHost, when set, is a loopback host:port where the
+	// Cloud Build API is reached over plaintext gRPC without credentials
+	// (local runs, tests).
+	CloudBuildEmulatorHost string
 }
 
 // DefaultMaxEventAge is MAX_EVENT_AGE when unset.
@@ -91,8 +103,9 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 
 	c := Config{
-		ContainerEmulatorHost: get("CONTAINER_EMULATOR_HOST"),
-		MaxEventAge:           DefaultMaxEventAge,
+		ContainerEmulatorHost:  get("CONTAINER_EMULATOR_HOST"),
+		CloudBuildEmulatorHost: get("CLOUDBUILD_EMULATOR_HOST"),
+		MaxEventAge:            DefaultMaxEventAge,
 	}
 
 	values := map[string]string{}
@@ -128,6 +141,7 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	// Emulators are reached without credentials and trusted: this machine only.
 	for _, e := range []struct{ name, value string }{
 		{"CONTAINER_EMULATOR_HOST", c.ContainerEmulatorHost},
+		{"CLOUDBUILD_EMULATOR_HOST", c.CloudBuildEmulatorHost},
 	} {
 		if e.value == "" {
 			continue
@@ -155,6 +169,7 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 		}
 		c.DryRun = b
 	}
+	c.VerifyBuild, c.BuildProjects = provenance(get, values["PROJECT"], c.Targets, needImage, bad)
 
 	if len(problems) > 0 {
 		return c, &Error{Problems: problems}
