@@ -87,6 +87,9 @@ func testConfig(t testing.TB, extra map[string]string) config.Config {
 	e := map[string]string{
 		"PROJECT": "demo-project", "LOCATION": "us-central1", "CLUSTER": "prod",
 		"NAMESPACE": "default", "DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": webRepo,
+		// These tests are about the decisions after confirmation: see
+		// provenance_test.go for the confirmation itself.
+		"VERIFY_BUILD": "false",
 	}
 	for k, v := range extra {
 		e[k] = v
@@ -562,7 +565,7 @@ func fileConfig(t *testing.T, targets string) config.Config {
 	if err := os.WriteFile(path, []byte("targets:\n"+targets), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path}[k] })
+	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path, "VERIFY_BUILD": "false"}[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
