@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	cloudbuild "cloud.google.com/go/cloudbuild/apiv1/v2"
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
@@ -45,6 +46,12 @@ var ErrRefused = errors.New("build refused")
 // be confirmed because the API could not be asked or did not answer: a
 // redelivery can help.
 var ErrUnconfirmed = errors.New("build not confirmed with cloud build")
+
+// CallTimeout bounds one GetBuild call. The call is made once, without the
+// client library's own retries (which would retry Unavailable for up to ten
+// minutes, past the function's timeout): a failure fails the event, and
+// Pub/Sub's redelivery is the retry.
+const CallTimeout = 30 * time.Second
 
 // ViewerRole is the role the function's service account needs in each build
 // project to read its builds.
@@ -107,7 +114,9 @@ func (v *Verifier) Confirm(ctx context.Context, claimed *cloudbuildpb.Build) (*c
 	if err != nil {
 		return nil, err
 	}
-	got, err := builds.GetBuild(ctx, req)
+	call, cancel := context.WithTimeout(ctx, CallTimeout)
+	defer cancel()
+	got, err := builds.GetBuild(call, req, gax.WithRetry(func() gax.Retryer { return nil }))
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound, codes.InvalidArgument:

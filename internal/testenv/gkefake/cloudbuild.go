@@ -141,3 +141,10 @@ func finished(b *cloudbuildpb.Build) bool {
 	}
 	return true
 }
+
+// Forget removes the build with ID id: Cloud Build no longer knows it.
+func (s *CloudBuildServer) Forget(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.builds, id)
+}
