@@ -131,6 +131,9 @@ func TestHandleConfirmsTheBuild(t *testing.T) {
 			if tt.outcome == rollout.Refused && !errors.Is(err, provenance.ErrRefused) {
 				t.Errorf("Handle() error = %v, want one wrapping provenance.ErrRefused", err)
 			}
+			if strings.Contains(rep.Reason, "container.clusterViewer") {
+				t.Errorf("reason %q names the Container API's role for a Cloud Build failure", rep.Reason)
+			}
 			if tt.outcome == rollout.Deployed && !rep.Confirmed {
 				t.Errorf("Confirmed = false with outcome deployed: the log line would say confirmation is off")
 			}

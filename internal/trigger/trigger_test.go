@@ -33,6 +33,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
@@ -342,6 +343,9 @@ func TestRetryable(t *testing.T) {
 		{"cluster lacks the chosen endpoint", fmt.Errorf("x: %w", cluster.ErrNoEndpoint), false},
 		{"unreadable release record", fmt.Errorf("x: %w", rollout.ErrRecordUnreadable), false},
 		{"build ID not a label value", fmt.Errorf("x: %w", rollout.ErrBuildIDInvalid), false},
+		{"build refused by cloud build", fmt.Errorf("x: %w", provenance.ErrRefused), false},
+		{"cloud build permission denied", fmt.Errorf("%w: x: %w", provenance.ErrUnconfirmed, status.Error(codes.PermissionDenied, "denied")), true},
+		{"cloud build unavailable", fmt.Errorf("%w: x: %w", provenance.ErrUnconfirmed, status.Error(codes.Unavailable, "down")), true},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},
