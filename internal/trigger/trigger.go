@@ -6,6 +6,11 @@
 // before the Build is decoded and without any network call. Only a SUCCESS
 // build that pushed a target's repository with a digest, and satisfies that
 // target's when rules, reaches the target's cluster.
+//
+// With confirmation on (VERIFY_BUILD, package provenance), such a message is
+// only a hint: before any cluster call the build is read back from Cloud
+// Build, once per message, and every decision is made again on Cloud Build's
+// copy. A build it does not confirm is refused for each target concerned.
 package trigger
 
 import (
