@@ -72,6 +72,11 @@ func logReport(ctx context.Context, rep trigger.Report) {
 	switch rep.Outcome {
 	case rollout.Deployed:
 		level, msg = cloudlog.LevelNotice, "deployed "+rep.Image+" to "+rep.Target
+		if !rep.Confirmed {
+			level, msg = slog.LevelWarn, msg+" without confirming build "+rep.BuildID+" with Cloud Build: VERIFY_BUILD=false trusts any publisher on the topic"
+		}
+	case rollout.Refused:
+		level, msg = slog.LevelError, "refused build "+rep.BuildID+": "+rep.Reason
 	case rollout.Failed:
 		level, msg = slog.LevelError, "failed to deploy build "+rep.BuildID+": "+rep.Reason
 	}

@@ -73,7 +73,9 @@ func useTargets(t *testing.T, targets string, clusters ...*fakeCluster) map[stri
 	if err := os.WriteFile(path, []byte("targets:\n"+targets), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path}[k] })
+	cfg, err := config.Load(func(k string) string {
+		return map[string]string{"TARGETS": path, "CLOUDBUILD_EMULATOR_HOST": cloudBuild.Addr, "BUILD_PROJECTS": buildProjects}[k]
+	})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -33,6 +33,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
+	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/cloudlog"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
@@ -58,6 +59,10 @@ var (
 	logs lockedBuffer
 	// containerAPI plays the Container API for every test.
 	containerAPI *gkefake.ContainerServer
+	// cloudBuild plays the Cloud Build API for every test: envelope
+	// registers each build it wraps, as Cloud Build stores a build before
+	// it announces it.
+	cloudBuild *gkefake.CloudBuildServer
 )
 
 type lockedBuffer struct {
@@ -103,6 +108,10 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	if cloudBuild, err = gkefake.StartCloudBuildServer(); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -130,6 +139,7 @@ func TestMain(m *testing.M) {
 	functionURL = "http://" + addr + "/"
 	code := m.Run()
 	containerAPI.Stop()
+	cloudBuild.Stop()
 	os.Exit(code)
 }
 
@@ -138,6 +148,7 @@ func env(extra ...string) func(string) string {
 	e := map[string]string{
 		"PROJECT": "demo", "LOCATION": "us-central1", "CLUSTER": "prod",
 		"NAMESPACE": "prod", "DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": sampleRepo,
+		"CLOUDBUILD_EMULATOR_HOST": cloudBuild.Addr, "BUILD_PROJECTS": buildProjects,
 	}
 	for i := 0; i < len(extra); i += 2 {
 		e[extra[i]] = extra[i+1]
@@ -197,9 +208,16 @@ func use(t *testing.T, getenv func(string) string, tg *target) {
 	t.Cleanup(func() { handler = prev })
 }
 
+// buildProjects are the projects of the captured builds the tests deploy.
+const buildProjects = "project-id,demo-project"
+
 // envelope is the messagePublished data for a build, as delivered; without
-// publishTime when published is zero.
+// publishTime when published is zero. A build that decodes is registered
+// with the Cloud Build API stand-in first.
 func envelope(build []byte, status string, published time.Time) map[string]any {
+	if b, err := buildevent.DecodeBuild(build); err == nil {
+		cloudBuild.Register(b)
+	}
 	msg := map[string]any{
 		"attributes": map[string]string{"buildId": buildID(build), "status": status},
 		"data":       base64.StdEncoding.EncodeToString(build),

@@ -258,10 +258,13 @@ func TestHostileInput(t *testing.T) {
 				}
 				tg := newTarget(t)
 				use(t, env(), tg)
-				before := containerAPI.Calls()
+				before, confirmations := containerAPI.Calls(), cloudBuild.Calls()
 				code, lines := deliver(t, request(t, tt.msg, now))
 				if code != w.Code {
 					t.Errorf("HTTP status %d, want %d", code, w.Code)
+				}
+				if got := cloudBuild.Calls() - confirmations; got != 0 {
+					t.Errorf("asked Cloud Build %d times, want none: only a deployable message costs the call", got)
 				}
 				for _, a := range tg.client.Actions() {
 					if !slices.Contains([]string{"get", "list", "watch"}, a.GetVerb()) {

@@ -186,7 +186,7 @@ func TestSecretsStaySecret(t *testing.T) {
 	// deliver sends the deployable sample and returns the HTTP status and
 	// every line written meanwhile: the function's log and the process's
 	// standard output and error.
-	deliver := func(t *testing.T) (int, string) {
+	deliver := func(t *testing.T, build []byte) (int, string) {
 		logs.takeText()
 		var code int
 		out := captureOutput(t, func() {
@@ -202,20 +202,26 @@ func TestSecretsStaySecret(t *testing.T) {
 	}
 	// Each retried failure is also written by the framework to stderr.
 	const framework = "Function error: "
+	// A forgery: the sample, claimed to be of a project that is not one of
+	// BUILD_PROJECTS.
+	forged := []byte(knativeWith(t, func(b map[string]any) { b["projectId"] = "evil-project" }))
 	tests := []struct {
-		name  string
-		setup func()
-		code  int
-		want  []string // What the output must hold, so that it is the output meant.
+		name   string
+		setup  func()
+		code   int
+		want   []string // What the output must hold, so that it is the output meant.
+		forged bool     // Deliver the forgery instead of the sample.
 	}{
 		{"full deploy", func() { containerAPI.SetCluster(clusterName, api.Listener.Addr().String(), api.caPEM) },
-			http.StatusOK, []string{`"outcome":"deployed"`}},
+			http.StatusOK, []string{`"outcome":"deployed"`}, false},
 		{"TLS failure", func() { containerAPI.SetCluster(clusterName, impostor.Listener.Addr().String(), api.caPEM) },
-			http.StatusInternalServerError, []string{`"outcome":"failed"`, "x509: certificate signed by unknown authority", framework}},
+			http.StatusInternalServerError, []string{`"outcome":"failed"`, "x509: certificate signed by unknown authority", framework}, false},
 		{"token service failure", func() {
 			containerAPI.SetCluster(clusterName, api.Listener.Addr().String(), api.caPEM)
 			tokens.Fail(http.StatusInternalServerError)
-		}, http.StatusInternalServerError, []string{`"outcome":"failed"`, "oauth2: cannot fetch token", framework}},
+		}, http.StatusInternalServerError, []string{`"outcome":"failed"`, "oauth2: cannot fetch token", framework}, false},
+		{"refused forgery", func() { containerAPI.SetCluster(clusterName, api.Listener.Addr().String(), api.caPEM) },
+			http.StatusOK, []string{`"outcome":"refused"`, `evil-project`}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -229,7 +235,11 @@ func TestSecretsStaySecret(t *testing.T) {
 			handler = func() (*trigger.Handler, error) { return h, nil }
 			t.Cleanup(func() { handler = prev })
 			tt.setup()
-			code, out := deliver(t)
+			msg := build
+			if tt.forged {
+				msg = forged
+			}
+			code, out := deliver(t, msg)
 			if code != tt.code {
 				t.Errorf("HTTP %d, want %d", code, tt.code)
 			}

@@ -31,6 +31,8 @@ import (
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"cloud.google.com/go/pubsub/v2"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -208,7 +210,7 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	if blueGreen {
 		fmt.Printf("  %s\n", rollback)
 	}
-	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host)
+	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s CLOUDBUILD_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host, sb.CloudBuild.Addr)
 	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them; -> the results received\n")
 	go results.follow(ctx)
 	followLog(ctx, sb, printDecision)
@@ -328,11 +330,19 @@ func mustRead(path string) []byte {
 
 // publish sends a fresh build of the sample app (QUEUED, WORKING, SUCCESS)
 // to the running sandbox's emulator, named by PUBSUB_EMULATOR_HOST, with the
-// real Pub/Sub client.
+// real Pub/Sub client, as Cloud Build does: each state is stored with the
+// sandbox's Cloud Build API stand-in, named by CLOUDBUILD_EMULATOR_HOST,
+// before it is announced, so that the function can confirm it.
 func publish(ctx context.Context) error {
-	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" {
-		return fmt.Errorf("set PUBSUB_EMULATOR_HOST to the address the running sandbox printed")
+	if os.Getenv("PUBSUB_EMULATOR_HOST") == "" || os.Getenv("CLOUDBUILD_EMULATOR_HOST") == "" {
+		return fmt.Errorf("set PUBSUB_EMULATOR_HOST and CLOUDBUILD_EMULATOR_HOST to the addresses the running sandbox printed")
 	}
+	conn, err := grpc.NewClient(os.Getenv("CLOUDBUILD_EMULATOR_HOST"), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	builds := cloudbuildpb.NewCloudBuildClient(conn)
 	tmpl, err := sandbox.LoadBuild("testdata/builds/web-3-success.json")
 	if err != nil {
 		return err
@@ -346,6 +356,9 @@ func publish(ctx context.Context) error {
 	pub := client.Publisher(sandbox.Topic)
 	defer pub.Stop()
 	for _, m := range []*cloudbuildpb.Build{sandbox.WithStatus(b, cloudbuildpb.Build_QUEUED), sandbox.WithStatus(b, cloudbuildpb.Build_WORKING), b} {
+		if _, err := builds.CreateBuild(ctx, &cloudbuildpb.CreateBuildRequest{ProjectId: m.GetProjectId(), Build: m}); err != nil {
+			return fmt.Errorf("registering build %s with the cloud build api stand-in: %w", m.GetId(), err)
+		}
 		data, err := protojson.Marshal(m)
 		if err != nil {
 			return err

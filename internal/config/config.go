@@ -47,6 +47,18 @@ type Config struct {
 	// Pub/Sub client then publishes to without credentials (local runs,
 	// tests). The client reads the variable itself.
 	PubSubEmulatorHost string
+
+	// VerifyBuild confirms every build to deploy with the Cloud Build API
+	// first (VERIFY_BUILD, default true). See BuildProjects.
+	VerifyBuild bool
+	// BuildProjects are the projects whose builds may be deployed
+	// (BUILD_PROJECTS; by default PROJECT, or every cluster project of the
+	// targets file).
+	BuildProjects []string
+	// CloudBuildEmulatorHost, when set, is a loopback host:port where the
+	// Cloud Build API is reached over plaintext gRPC without credentials
+	// (local runs, tests).
+	CloudBuildEmulatorHost string
 }
 
 // DefaultMaxEventAge is MAX_EVENT_AGE when unset.
@@ -102,10 +114,11 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	get := func(name string) string { return strings.TrimSpace(getenv(name)) }
 
 	c := Config{
-		ContainerEmulatorHost: get("CONTAINER_EMULATOR_HOST"),
-		MaxEventAge:           DefaultMaxEventAge,
-		ResultTopic:           get("RESULT_TOPIC"),
-		PubSubEmulatorHost:    get("PUBSUB_EMULATOR_HOST"),
+		ContainerEmulatorHost:  get("CONTAINER_EMULATOR_HOST"),
+		CloudBuildEmulatorHost: get("CLOUDBUILD_EMULATOR_HOST"),
+		MaxEventAge:            DefaultMaxEventAge,
+		ResultTopic:            get("RESULT_TOPIC"),
+		PubSubEmulatorHost:     get("PUBSUB_EMULATOR_HOST"),
 	}
 
 	values := map[string]string{}
@@ -142,6 +155,7 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	for _, e := range []struct{ name, value string }{
 		{"CONTAINER_EMULATOR_HOST", c.ContainerEmulatorHost},
 		{"PUBSUB_EMULATOR_HOST", c.PubSubEmulatorHost},
+		{"CLOUDBUILD_EMULATOR_HOST", c.CloudBuildEmulatorHost},
 	} {
 		if e.value == "" {
 			continue
@@ -174,6 +188,7 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 		}
 		c.DryRun = b
 	}
+	c.VerifyBuild, c.BuildProjects = provenance(get, values["PROJECT"], c.Targets, needImage, bad)
 
 	if len(problems) > 0 {
 		return c, &Error{Problems: problems}

@@ -67,6 +67,7 @@ func TestLoadKubeconfigInsteadOfCluster(t *testing.T) {
 	delete(e, "CLUSTER")
 	delete(e, "PROJECT")
 	e["KUBECONFIG"] = "/tmp/kubeconfig"
+	e["BUILD_PROJECTS"] = "demo" // No PROJECT to default to.
 	c, err := Load(env(e))
 	if err != nil {
 		t.Fatalf("Load with KUBECONFIG and no CLUSTER: %v", err)
@@ -395,7 +396,7 @@ func TestLoadTargetsFile(t *testing.T) {
 	write(t, path, "targets:\n"+
 		"  - {name: a, image: web, cluster: {kubeconfig: /k}, deployment: a, container: web, when: {branch: main}}\n"+
 		"  - {name: b, image: web, cluster: {kubeconfig: /k}, deployment: b, container: web, strategy: blue-green, service: b}\n")
-	c, err := Load(env(map[string]string{"TARGETS": path, "DRY_RUN": "true", "MAX_EVENT_AGE": "10m"}))
+	c, err := Load(env(map[string]string{"TARGETS": path, "DRY_RUN": "true", "MAX_EVENT_AGE": "10m", "BUILD_PROJECTS": "demo"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -466,7 +467,7 @@ func TestLoadResolvesTargetsInTheSourceDir(t *testing.T) {
 				write(t, filepath.Join(dir, name), content)
 			}
 			t.Chdir(dir)
-			c, err := Load(env(map[string]string{"TARGETS": "deploy/targets.yaml"}))
+			c, err := Load(env(map[string]string{"TARGETS": "deploy/targets.yaml", "BUILD_PROJECTS": "demo"}))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -503,7 +504,7 @@ func TestTarget(t *testing.T) {
 	write(t, path, "targets:\n"+
 		"  - {name: a, image: web, cluster: {kubeconfig: /k}, deployment: a, container: web}\n"+
 		"  - {name: b, image: web, cluster: {kubeconfig: /k}, deployment: b, container: web}\n")
-	file, err := Load(env(map[string]string{"TARGETS": path}))
+	file, err := Load(env(map[string]string{"TARGETS": path, "BUILD_PROJECTS": "demo"}))
 	if err != nil {
 		t.Fatal(err)
 	}

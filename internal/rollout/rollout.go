@@ -114,6 +114,10 @@ const (
 	// function here returns it in a Result: it is the outcome a caller
 	// reports for an error (see Result).
 	Failed Outcome = "failed"
+	// Refused means the build is not one to deploy according to its source
+	// of truth, the Cloud Build API (see package provenance): a forged or
+	// altered message. No function here returns it either.
+	Refused Outcome = "refused"
 )
 
 // ErrTargetMissing is wrapped when the configured container does not exist

@@ -13,6 +13,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
 
@@ -25,8 +26,10 @@ import (
 // a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
 // router pointing at neither colour, a release that exceeded its progress
 // deadline, an unreadable release record, a build ID that cannot be a label
-// value, a release gate that failed or cannot run) are not retryable; a
-// release gate not done within GATE_TIMEOUT is. An error this function does not recognise is
+// value, a release gate that failed or cannot run, a build that Cloud Build
+// refuses) are not retryable; a release gate not done within GATE_TIMEOUT
+// is, and so is a build Cloud Build could not be asked about (Unavailable,
+// DeadlineExceeded, PermissionDenied). An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -44,6 +47,7 @@ func Retryable(err error) bool {
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, ErrFutureBuild),
+		errors.Is(err, provenance.ErrRefused),
 		errors.Is(err, emulator.ErrNotLoopback),
 		errors.Is(err, emulator.ErrMalformed),
 		errors.Is(err, cluster.ErrNoEndpoint):
@@ -77,6 +81,8 @@ func Retryable(err error) bool {
 // when an operator has to act.
 func explain(err error) string {
 	switch {
+	case errors.Is(err, provenance.ErrUnconfirmed):
+		return err.Error() // It names the role to grant when one is missing.
 	case apierrors.IsForbidden(err):
 		return fmt.Sprintf("%v: grant the function's identity this permission (see k8s/rbac.yaml)", err)
 	case apierrors.IsUnauthorized(err):

@@ -6,6 +6,11 @@
 // before the Build is decoded and without any network call. Only a SUCCESS
 // build that pushed a target's repository with a digest, and satisfies that
 // target's when rules, reaches the target's cluster.
+//
+// With confirmation on (VERIFY_BUILD, package provenance), such a message is
+// only a hint: before any cluster call the build is read back from Cloud
+// Build, once per message, and every decision is made again on Cloud Build's
+// copy. A build it does not confirm is refused for each target concerned.
 package trigger
 
 import (
@@ -24,6 +29,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
@@ -69,6 +75,9 @@ type Report struct {
 	// whether a redelivery can help.
 	Err    error
 	DryRun bool
+	// Confirmed means the build was confirmed with the Cloud Build API and
+	// the decision made on the API's copy; false with VERIFY_BUILD=false.
+	Confirmed bool
 	// Patch is the patch sent, in a dry run.
 	Patch string
 	// Result is the message published to RESULT_TOPIC for this target's
@@ -136,6 +145,8 @@ type Handler struct {
 	connect func(target.Cluster) Connector
 	now     func() time.Time
 	results Publisher
+	// verify confirms builds with Cloud Build; nil with VERIFY_BUILD=false.
+	verify *provenance.Verifier
 
 	mu    sync.Mutex
 	conns map[string]Connector // By target.Cluster.Key.
@@ -156,6 +167,8 @@ type Options struct {
 	// Results replaces the publisher of RESULT_TOPIC: when set, results
 	// are published to it whatever the configuration says.
 	Results Publisher
+	// Builds replaces the Cloud Build API client that confirms builds.
+	Builds provenance.Builds
 }
 
 // New returns a Handler for cfg. It connects to nothing: each cluster's
@@ -183,6 +196,9 @@ func New(cfg config.Config, opts Options) *Handler {
 	h.results = opts.Results
 	if h.results == nil && cfg.ResultTopic != "" {
 		h.results = result.NewPublisher(cfg.ResultTopic, result.Options{})
+	}
+	if cfg.VerifyBuild {
+		h.verify = provenance.New(cfg.BuildProjects, provenance.Options{EmulatorHost: cfg.CloudBuildEmulatorHost, Builds: opts.Builds})
 	}
 	return h
 }
@@ -280,36 +296,41 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 	}
 
 	// The targets concerned: those whose image the build pushed.
-	type pick struct {
-		t   target.Target
-		ref image.Reference
-		err error // Why the pushed image cannot be deployed.
-	}
-	var picks []pick
-	var unmatched []string
-	for _, t := range h.cfg.Targets {
-		ref, err := image.Select(t.Image, build.GetResults().GetImages())
-		if errors.Is(err, image.ErrNoMatch) {
-			if msg := err.Error(); !slices.Contains(unmatched, msg) {
-				unmatched = append(unmatched, msg)
-			}
-			continue
-		}
-		picks = append(picks, pick{t, ref, err})
-	}
+	picks, unmatched := h.pick(build)
 	if len(picks) == 0 {
 		return skip("%s (pushed: %s)", strings.Join(unmatched, "; "), pushed(build))
 	}
 	if published.IsZero() {
 		return fail(fmt.Errorf("%w: neither message.publishTime nor the CloudEvent time is set, so MAX_EVENT_AGE cannot bound its redeliveries", ErrNoPublishTime))
 	}
-	if build.GetCreateTime() == nil {
-		return fail(fmt.Errorf("%w: build %s has no createTime", ErrUnorderable, build.GetId()))
+	if err := orderable(build, published); err != nil {
+		return fail(err)
 	}
-	if created := build.GetCreateTime().AsTime(); created.Sub(published) > MaxClockSkew {
-		// Else a build claiming 2099 would make every real build look stale.
-		return fail(fmt.Errorf("%w: build %s was created at %s, %s after its event was published (%s); more than %s ahead is refused",
-			ErrFutureBuild, build.GetId(), created.Format(time.RFC3339Nano), created.Sub(published), published.Format(time.RFC3339Nano), MaxClockSkew))
+
+	// From here on, with confirmation on, the message is only a hint: the
+	// decisions are made again on Cloud Build's copy of the build.
+	var refused []Report
+	if h.verify != nil && slices.ContainsFunc(picks, func(p pick) bool { ok, _ := p.t.When.Match(build); return p.err == nil && ok }) {
+		confirmed, err := h.verify.Confirm(ctx, build)
+		if err != nil {
+			return h.unconfirmed(ctx, picks, rep, build, err, report)
+		}
+		if err := orderable(confirmed, published); err != nil {
+			return fail(err)
+		}
+		rep.Confirmed, rep.Status = true, confirmed.GetStatus().String()
+		picks, refused = h.reconcile(picks, confirmed, rep)
+		build = confirmed
+		if len(picks) == 0 && len(refused) == 0 {
+			_, unmatched := h.pick(build)
+			return skip("%s (cloud build's copy pushed: %s)", strings.Join(unmatched, "; "), pushed(build))
+		}
+	}
+	for _, r := range refused {
+		if t, err := h.cfg.Target(r.TargetName); err == nil {
+			h.publish(ctx, &r, t, build)
+		}
+		report(r)
 	}
 
 	var (
@@ -355,6 +376,102 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 	}
 	wg.Wait()
 	return errors.Join(retryable...)
+}
+
+// pick is a target concerned by a build: one whose image it pushed.
+type pick struct {
+	t   target.Target
+	ref image.Reference
+	err error // Why the pushed image cannot be deployed.
+}
+
+// pick returns the targets concerned by build, in the configured order, and
+// why each image match failed for the others.
+func (h *Handler) pick(build *cloudbuildpb.Build) (picks []pick, unmatched []string) {
+	for _, t := range h.cfg.Targets {
+		ref, err := image.Select(t.Image, build.GetResults().GetImages())
+		if errors.Is(err, image.ErrNoMatch) {
+			if msg := err.Error(); !slices.Contains(unmatched, msg) {
+				unmatched = append(unmatched, msg)
+			}
+			continue
+		}
+		picks = append(picks, pick{t, ref, err})
+	}
+	return picks, unmatched
+}
+
+// orderable fails when build cannot be ordered against the deployed one: no
+// createTime, or one more than MaxClockSkew after published.
+func orderable(build *cloudbuildpb.Build, published time.Time) error {
+	if build.GetCreateTime() == nil {
+		return fmt.Errorf("%w: build %s has no createTime", ErrUnorderable, build.GetId())
+	}
+	if created := build.GetCreateTime().AsTime(); created.Sub(published) > MaxClockSkew {
+		// Else a build claiming 2099 would make every real build look stale.
+		return fmt.Errorf("%w: build %s was created at %s, %s after its event was published (%s); more than %s ahead is refused",
+			ErrFutureBuild, build.GetId(), created.Format(time.RFC3339Nano), created.Sub(published), published.Format(time.RFC3339Nano), MaxClockSkew)
+	}
+	return nil
+}
+
+// unconfirmed reports, for every target concerned, that the build could not
+// be confirmed: refused, or failed (retried when a redelivery can help).
+func (h *Handler) unconfirmed(ctx context.Context, picks []pick, rep Report, claimed *cloudbuildpb.Build, err error, report func(Report)) error {
+	for _, p := range picks {
+		rep := rep
+		rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
+		if p.err == nil {
+			rep.Image = p.ref.String()
+		}
+		if errors.Is(err, provenance.ErrRefused) {
+			rep.Outcome, rep.Reason, rep.Err = rollout.Refused, err.Error(), err
+		} else {
+			rep.fail(err)
+		}
+		if ok, _ := p.t.When.Match(claimed); ok {
+			h.publish(ctx, &rep, p.t, claimed)
+		}
+		report(rep)
+	}
+	if Retryable(err) {
+		return err
+	}
+	return nil
+}
+
+// reconcile makes the decisions again on confirmed, Cloud Build's copy of
+// the build the message claimed: it returns the targets confirmed concerns,
+// and a refusal for each target whose image the message claims with a
+// digest that confirmed did not push.
+func (h *Handler) reconcile(claimed []pick, confirmed *cloudbuildpb.Build, rep Report) (picks []pick, refused []Report) {
+	all, _ := h.pick(confirmed)
+	byName := map[string]pick{}
+	for _, p := range all {
+		byName[p.t.Name] = p
+	}
+	out := map[string]bool{}
+	for _, c := range claimed {
+		if c.err != nil {
+			continue
+		}
+		if p, ok := byName[c.t.Name]; ok && p.err == nil && p.ref.Repository == c.ref.Repository && p.ref.Digest == c.ref.Digest {
+			continue
+		}
+		err := fmt.Errorf("%w: cloud build's copy of build %s pushed no %s@%s (it pushed: %s)",
+			provenance.ErrRefused, confirmed.GetId(), c.ref.Repository, c.ref.Digest, pushedDigests(confirmed))
+		r := rep
+		r.TargetName, r.Target, r.Image = c.t.Name, h.describe(c.t), c.ref.String()
+		r.Outcome, r.Reason, r.Err = rollout.Refused, err.Error(), err
+		refused = append(refused, r)
+		out[c.t.Name] = true
+	}
+	for _, p := range all {
+		if !out[p.t.Name] {
+			picks = append(picks, p)
+		}
+	}
+	return picks, refused
 }
 
 // deploy takes release to t and completes rep with the outcome.
@@ -460,11 +577,20 @@ func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 // pushed lists a build's pushed image names, for a skip reason: five at
 // most, then how many more, so that the log line stays short.
 func pushed(b *cloudbuildpb.Build) string {
+	return list(b, func(img *cloudbuildpb.BuiltImage) string { return img.GetName() })
+}
+
+// pushedDigests is pushed with each name's digest.
+func pushedDigests(b *cloudbuildpb.Build) string {
+	return list(b, func(img *cloudbuildpb.BuiltImage) string { return img.GetName() + "@" + img.GetDigest() })
+}
+
+func list(b *cloudbuildpb.Build, show func(*cloudbuildpb.BuiltImage) string) string {
 	const max = 5
 	images := b.GetResults().GetImages()
 	var names []string
 	for _, img := range images[:min(len(images), max)] {
-		names = append(names, img.GetName())
+		names = append(names, show(img))
 	}
 	switch {
 	case len(images) == 0:

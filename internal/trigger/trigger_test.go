@@ -33,6 +33,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
@@ -87,6 +88,9 @@ func testConfig(t testing.TB, extra map[string]string) config.Config {
 	e := map[string]string{
 		"PROJECT": "demo-project", "LOCATION": "us-central1", "CLUSTER": "prod",
 		"NAMESPACE": "default", "DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": webRepo,
+		// These tests are about the decisions after confirmation: see
+		// provenance_test.go for the confirmation itself.
+		"VERIFY_BUILD": "false",
 	}
 	for k, v := range extra {
 		e[k] = v
@@ -342,6 +346,9 @@ func TestRetryable(t *testing.T) {
 		{"release gate failed", fmt.Errorf("x: %w", rollout.ErrGateFailed), false},
 		{"release gate cannot run", fmt.Errorf("x: %w", rollout.ErrGateInvalid), false},
 		{"release gate not done in time", fmt.Errorf("x: %w", rollout.ErrGateTimeout), true},
+		{"build refused by cloud build", fmt.Errorf("x: %w", provenance.ErrRefused), false},
+		{"cloud build permission denied", fmt.Errorf("%w: x: %w", provenance.ErrUnconfirmed, status.Error(codes.PermissionDenied, "denied")), true},
+		{"cloud build unavailable", fmt.Errorf("%w: x: %w", provenance.ErrUnconfirmed, status.Error(codes.Unavailable, "down")), true},
 		{"deployment not found", fmt.Errorf("getting: %w", apierrors.NewNotFound(gr, "web")), false},
 		{"invalid patch", apierrors.NewInvalid(schema.GroupKind{Group: "apps", Kind: "Deployment"}, "web", nil), false},
 		{"bad request", apierrors.NewBadRequest("no"), false},
@@ -565,7 +572,7 @@ func fileConfig(t *testing.T, targets string) config.Config {
 	if err := os.WriteFile(path, []byte("targets:\n"+targets), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path}[k] })
+	cfg, err := config.Load(func(k string) string { return map[string]string{"TARGETS": path, "VERIFY_BUILD": "false"}[k] })
 	if err != nil {
 		t.Fatal(err)
 	}

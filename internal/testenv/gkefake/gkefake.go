@@ -6,7 +6,12 @@
 // endpoint (public, private or DNS-based) and CA through GetCluster, and authenticates with a bearer token
 // obtained through Application Default Credentials.
 //
-// Both servers listen on loopback and can be told to fail for a while, to
+// It also plays the Cloud Build API (GetBuild, over gRPC), which the
+// function asks to confirm each build a message announces
+// (CloudBuildServer): it answers for the builds registered with it, and can
+// be forged.
+//
+// Every server listens on loopback and can be told to fail for a while, to
 // test that the function retries and recovers.
 package gkefake
 

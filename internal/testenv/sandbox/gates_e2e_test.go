@@ -187,7 +187,7 @@ func waitLine(ctx context.Context, t *testing.T, sb *Sandbox, seen int, build st
 	defer cancel()
 	line, err := sb.Function.WaitLog(wait, seen, func(l map[string]any) bool { return l["buildId"] == build && match(l) })
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("build %s: %v", build, err)
 	}
 	return line
 }

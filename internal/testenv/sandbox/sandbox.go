@@ -3,7 +3,8 @@
 // Container API and Google's token service (gkefake), the Pub/Sub emulator
 // with a cloud-builds topic and a push subscription (pubsubemu), and the
 // function itself, run as users run it locally (cmd/local, the functions
-// framework). The function's production code path runs unchanged: it calls
+// framework). The function's production code path runs unchanged: it
+// confirms each build with the Cloud Build API stand-in (gkefake), calls
 // GetCluster, gets a token through Application Default Credentials, verifies
 // the apiserver's TLS, and acts with only the rights k8s/rbac.yaml grants.
 //
@@ -101,6 +102,9 @@ type Sandbox struct {
 	// ContainerAPI and Tokens play GKE's Google-side services.
 	ContainerAPI *gkefake.ContainerServer
 	Tokens       *gkefake.TokenServer
+	// CloudBuild plays the Cloud Build API the function confirms builds
+	// with: Publish registers each build with it first.
+	CloudBuild *gkefake.CloudBuildServer
 	// PubSub is the emulator holding the cloud-builds topic.
 	PubSub *pubsubemu.Emulator
 	// Function is the running function.
@@ -172,11 +176,14 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	if s.Tokens, err = gkefake.StartTokenServer(); err != nil {
 		return nil, err
 	}
+	if s.CloudBuild, err = gkefake.StartCloudBuildServer(); err != nil {
+		return nil, err
+	}
 	s.keyFile = filepath.Join(s.dir, "function-key.json")
 	if err := s.Tokens.WriteServiceAccountKey(s.keyFile, ServiceAccount, token); err != nil {
 		return nil, err
 	}
-	s.logf("sandbox: container api on %s, token service on %s (%s)", s.ContainerAPI.Addr, s.Tokens.URL, time.Since(begin).Round(time.Millisecond))
+	s.logf("sandbox: container api on %s, token service on %s, cloud build api on %s (%s)", s.ContainerAPI.Addr, s.Tokens.URL, s.CloudBuild.Addr, time.Since(begin).Round(time.Millisecond))
 
 	manifests := opts.Manifests
 	if manifests == nil {
@@ -240,7 +247,7 @@ func ClusterName() string {
 }
 
 // FunctionEnv is the environment the function runs with: the configuration
-// a user would give it for this cluster, plus the two emulator settings and
+// a user would give it for this cluster, plus the emulator settings and
 // cmd/local's loopback address.
 func (s *Sandbox) FunctionEnv(extra map[string]string) []string {
 	env := map[string]string{
@@ -252,6 +259,8 @@ func (s *Sandbox) FunctionEnv(extra map[string]string) []string {
 		"CONTAINER":                      "web",
 		"IMAGE":                          Image,
 		"CONTAINER_EMULATOR_HOST":        s.ContainerAPI.Addr,
+		"CLOUDBUILD_EMULATOR_HOST":       s.CloudBuild.Addr,
+		"BUILD_PROJECTS":                 Project,
 		"GOOGLE_APPLICATION_CREDENTIALS": s.keyFile,
 		"PORT":                           s.port,
 		"HOST":                           "127.0.0.1", // Whatever HOST or LOCAL_ONLY
@@ -462,13 +471,24 @@ func (s *Sandbox) WaitRolledOutIn(ctx context.Context, namespace, name string, c
 	return d, nil
 }
 
-// Publish publishes b to cloud-builds as Cloud Build does: the Build as
-// protobuf JSON, with buildId and status attributes.
+// Publish publishes b to cloud-builds as Cloud Build does: it stores the
+// build first (with the Cloud Build API stand-in: a QUEUED or WORKING copy
+// never replaces a finished one), then publishes the Build as protobuf JSON,
+// with buildId and status attributes.
 func (s *Sandbox) Publish(ctx context.Context, b *cloudbuildpb.Build) (string, error) {
+	s.CloudBuild.Register(b)
 	return Publish(ctx, s.PubSub, b)
 }
 
-// Publish publishes b to the emulator's cloud-builds topic.
+// PublishForged publishes b as Publish does, but as someone other than
+// Cloud Build would: the Cloud Build API stand-in is not told of it, and
+// answers for b's ID whatever it already holds, or NotFound.
+func (s *Sandbox) PublishForged(ctx context.Context, b *cloudbuildpb.Build) (string, error) {
+	return Publish(ctx, s.PubSub, b)
+}
+
+// Publish publishes b to the emulator's cloud-builds topic, and to nothing
+// else: the Cloud Build API stand-in does not learn of b.
 func Publish(ctx context.Context, e *pubsubemu.Emulator, b *cloudbuildpb.Build) (string, error) {
 	data, err := protojson.Marshal(b)
 	if err != nil {
@@ -568,6 +588,9 @@ func (s *Sandbox) Stop() error {
 		}
 		if s.Tokens != nil {
 			s.Tokens.Stop()
+		}
+		if s.CloudBuild != nil {
+			s.CloudBuild.Stop()
 		}
 		if s.Cluster != nil {
 			errs = append(errs, s.Cluster.Stop())
