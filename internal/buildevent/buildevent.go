@@ -10,7 +10,6 @@
 package buildevent
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -183,51 +182,4 @@ func first(a, b string) string {
 		return a
 	}
 	return b
-}
-
-// unique walks the JSON in data and fails, wrapping ErrDuplicateKey, when an
-// object names a key twice. Invalid JSON passes: the decoder that follows
-// says what is wrong with it.
-func unique(data []byte) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	var walk func() error
-	walk = func() error {
-		tok, err := dec.Token()
-		if err != nil {
-			return err
-		}
-		switch tok {
-		case json.Delim('{'):
-			seen := map[string]bool{}
-			for dec.More() {
-				key, err := dec.Token()
-				if err != nil {
-					return err
-				}
-				k, _ := key.(string)
-				if seen[k] {
-					return fmt.Errorf("%w %q", ErrDuplicateKey, k)
-				}
-				seen[k] = true
-				if err := walk(); err != nil {
-					return err
-				}
-			}
-			_, err = dec.Token()
-			return err
-		case json.Delim('['):
-			for dec.More() {
-				if err := walk(); err != nil {
-					return err
-				}
-			}
-			_, err = dec.Token()
-			return err
-		}
-		return nil
-	}
-	if err := walk(); errors.Is(err, ErrDuplicateKey) {
-		return err
-	}
-	return nil
 }
