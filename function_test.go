@@ -37,6 +37,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cloudlog"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/testenv/fakekube"
 	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
@@ -169,7 +170,10 @@ func newTarget(t *testing.T) *target {
 	t.Helper()
 	labels := map[string]string{"app": "web"}
 	tg := &target{
-		client: fake.NewClientset(&appsv1.Deployment{
+		// Writes bump the resourceVersion and a stale one conflicts, as on
+		// the API server: the plain fake lets concurrent deploys overwrite
+		// each other, which TestBurst caught as an older build left live.
+		client: fakekube.NewClientset(t, &appsv1.Deployment{
 			ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "prod", ResourceVersion: "7"},
 			Spec: appsv1.DeploymentSpec{
 				Selector: &metav1.LabelSelector{MatchLabels: labels},

@@ -192,6 +192,16 @@ func TestHostileInput(t *testing.T) {
 			refused(`malformed build message: message attributes disagree with the build: status attribute "SUCCESS", build status FAILURE`), nil},
 		{"status attribute FAILURE, build SUCCESS", message(b64(ok), "FAILURE", "b", now), skipped("build status is FAILURE, not SUCCESS"), nil},
 		{"status attribute QUEUED, data not even JSON", message(b64("garbage"), "QUEUED", "b", now), skipped("build status is QUEUED, not SUCCESS"), nil},
+		// Dismissed from the attributes before message.data is decoded: its
+		// base64 is no longer checked (refused before the performance work).
+		{"status attribute QUEUED, data not base64", message("%%%", "QUEUED", "b", now), skipped("build status is QUEUED, not SUCCESS"),
+			map[string]want{"raw push body": frameworkRefuses}},
+		{"status attribute QUEUED, publishTime not a time", strings.Replace(message(b64(ok), "QUEUED", "b", now), `"`+now.Format(time.RFC3339Nano)+`"`, `"noon"`, 2),
+			skipped("build status is QUEUED, not SUCCESS"),
+			map[string]want{"1st-gen background event": {Code: http.StatusOK}, "raw push body": frameworkRefuses}},
+		{"status attribute QUEUED twice, then SUCCESS", strings.Replace(message(b64(other("b")), "SUCCESS", "b", now), `"status":"SUCCESS"`, `"status":"QUEUED","status":"SUCCESS"`, 1),
+			refused(`malformed build message: envelope: duplicated JSON key "status"`),
+			map[string]want{"1st-gen background event": skipped(match("")), "raw push body": skipped(match(""))}},
 		{"no status attribute, build FAILURE", message(b64(strings.Replace(ok, `"status":"SUCCESS"`, `"status":"FAILURE"`, 1)), "", "", now),
 			skipped("build status is FAILURE, not SUCCESS"), nil},
 		// Images and digests.

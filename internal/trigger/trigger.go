@@ -263,9 +263,15 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		return nil
 	}
 
-	msg, err := buildevent.DecodeMessage(ev.Data)
-	if err != nil {
-		return fail(err)
+	// Most messages are builds queued or running: their ID and attributes
+	// dismiss them before the rest is decoded or checked. What can deploy
+	// is decoded whole, with every check.
+	msg, ok := buildevent.Peek(ev.Data)
+	if !ok || msg.Status() == "" || msg.Status() == cloudbuildpb.Build_SUCCESS.String() {
+		var err error
+		if msg, err = buildevent.DecodeMessage(ev.Data); err != nil {
+			return fail(err)
+		}
 	}
 	if msg.ID != "" {
 		rep.MessageID = msg.ID

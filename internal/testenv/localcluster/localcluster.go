@@ -21,10 +21,12 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -237,6 +239,11 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 		"--enable-priority-and-fairness=false",
 		"--profiling=false",
 	}
+	audit, err := auditFiles(dir, slices.Collect(maps.Values(opts.Tokens)))
+	if err != nil {
+		return nil, err
+	}
+	c.apiserverArgs = append(c.apiserverArgs, audit...)
 	apiStart := time.Now()
 	api, err := c.start(ctx, "kube-apiserver", c.apiserverBin, c.apiserverArgs, nil)
 	if err != nil {

@@ -373,6 +373,9 @@ type PushSubscription struct {
 	// redelivery still comes after about a second, later ones after
 	// MinBackoff to MaxBackoff plus up to about a second.
 	MinBackoff, MaxBackoff time.Duration
+	// Filter, when set, is the subscription's message filter, such as
+	// `attributes.status = "SUCCESS"`: only matching messages are pushed.
+	Filter string
 }
 
 // CreatePushSubscription creates a push subscription that POSTs messages in
@@ -383,6 +386,7 @@ func (e *Emulator) CreatePushSubscription(ctx context.Context, s PushSubscriptio
 		Topic:              e.TopicName(s.Topic),
 		PushConfig:         &pubsubpb.PushConfig{PushEndpoint: s.Endpoint},
 		AckDeadlineSeconds: int32(s.AckDeadline / time.Second),
+		Filter:             s.Filter,
 	}
 	if s.MinBackoff != 0 || s.MaxBackoff != 0 {
 		sub.RetryPolicy = &pubsubpb.RetryPolicy{
