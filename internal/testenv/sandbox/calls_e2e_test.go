@@ -10,17 +10,19 @@ import (
 
 // calls are the calls the function made, counted at the test servers: the
 // apiserver's audit log (requests by the function's identity), the
-// Container API stand-in (GetCluster) and the token service (tokens issued).
+// Container API stand-in (GetCluster), the Cloud Build API stand-in
+// (GetBuild) and the token service (tokens issued).
 type calls struct {
 	Requests   []string
 	GetCluster int
+	GetBuild   int
 	Tokens     int
 }
 
 // counter takes the calls made since its last take.
 type counter struct {
-	sb                   *Sandbox
-	requests, gets, toks int
+	sb                           *Sandbox
+	requests, gets, builds, toks int
 }
 
 func (c *counter) take(t *testing.T) calls {
@@ -29,11 +31,11 @@ func (c *counter) take(t *testing.T) calls {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := calls{GetCluster: c.sb.ContainerAPI.Calls() - c.gets, Tokens: c.sb.Tokens.Issued() - c.toks}
+	got := calls{GetCluster: c.sb.ContainerAPI.Calls() - c.gets, GetBuild: c.sb.CloudBuild.Calls() - c.builds, Tokens: c.sb.Tokens.Issued() - c.toks}
 	for _, r := range reqs[c.requests:] {
 		got.Requests = append(got.Requests, r.String())
 	}
-	c.requests, c.gets, c.toks = len(reqs), c.sb.ContainerAPI.Calls(), c.sb.Tokens.Issued()
+	c.requests, c.gets, c.builds, c.toks = len(reqs), c.sb.ContainerAPI.Calls(), c.sb.CloudBuild.Calls(), c.sb.Tokens.Issued()
 	return got
 }
 
@@ -73,9 +75,11 @@ func runPhases(ctx context.Context, t *testing.T, sb *Sandbox, phases []phase, s
 	}
 }
 
-// TestE2ECallsPerDeploy counts every call a rolling deploy makes: one GET
-// and one PATCH of the Deployment when warm; on a cold instance also one
-// GetCluster and one token; nothing at all for a dismissed message.
+// TestE2ECallsPerDeploy counts every call a rolling deploy makes: one
+// GetBuild (the build confirmed with Cloud Build), one GET and one PATCH of
+// the Deployment when warm; on a cold instance also one GetCluster and one
+// token; nothing at all for a dismissed message. A duplicate is confirmed
+// too: the message alone never decides even that a build is ours.
 func TestE2ECallsPerDeploy(t *testing.T) {
 	sb, ctx := start(t, Options{})
 	web1, web2 := load(t, "web-1-success.json"), load(t, "web-2-success.json")
@@ -85,12 +89,10 @@ func TestE2ECallsPerDeploy(t *testing.T) {
 			[]*cloudbuildpb.Build{WithStatus(web1, cloudbuildpb.Build_QUEUED), WithStatus(web1, cloudbuildpb.Build_WORKING),
 				WithStatus(web1, cloudbuildpb.Build_FAILURE), load(t, "lookalike-web-evil-success.json")},
 			[]string{"skipped", "skipped", "skipped", "skipped"}, calls{}},
-		// Once builds are confirmed with Cloud Build (issue 10), a SUCCESS
-		// build of ours adds one GetBuild here and in the warm deploy.
 		{"cold deploy", []*cloudbuildpb.Build{web1}, []string{"deployed"},
-			calls{Requests: []string{get, patch}, GetCluster: 1, Tokens: 1}},
-		{"warm deploy", []*cloudbuildpb.Build{web2}, []string{"deployed"}, calls{Requests: []string{get, patch}}},
-		{"duplicate delivery", []*cloudbuildpb.Build{web2}, []string{"skipped"}, calls{Requests: []string{get}}},
+			calls{Requests: []string{get, patch}, GetCluster: 1, GetBuild: 1, Tokens: 1}},
+		{"warm deploy", []*cloudbuildpb.Build{web2}, []string{"deployed"}, calls{Requests: []string{get, patch}, GetBuild: 1}},
+		{"duplicate delivery", []*cloudbuildpb.Build{web2}, []string{"skipped"}, calls{Requests: []string{get}, GetBuild: 1}},
 		{"dismissed on a warm instance",
 			[]*cloudbuildpb.Build{WithStatus(web1, cloudbuildpb.Build_QUEUED), load(t, "lookalike-web-evil-success.json")},
 			[]string{"skipped", "skipped"}, calls{}},
@@ -113,9 +115,9 @@ func TestE2EBlueGreenCallsPerRelease(t *testing.T) {
 	}
 	runPhases(ctx, t, sb, []phase{
 		{"cold release", []*cloudbuildpb.Build{web1}, []string{"deployed"},
-			calls{Requests: release(blue, green), GetCluster: 1, Tokens: 1}},
-		{"warm release", []*cloudbuildpb.Build{web2}, []string{"deployed"}, calls{Requests: release(green, blue)}},
+			calls{Requests: release(blue, green), GetCluster: 1, GetBuild: 1, Tokens: 1}},
+		{"warm release", []*cloudbuildpb.Build{web2}, []string{"deployed"}, calls{Requests: release(green, blue), GetBuild: 1}},
 		{"duplicate delivery", []*cloudbuildpb.Build{web2}, []string{"skipped"},
-			calls{Requests: []string{"get services " + ns + "web", "get deployments " + ns + blue, "get deployments " + ns + green}}},
+			calls{Requests: []string{"get services " + ns + "web", "get deployments " + ns + blue, "get deployments " + ns + green}, GetBuild: 1}},
 	})
 }
