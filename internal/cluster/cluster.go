@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -148,12 +149,38 @@ func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return patience{rt} })
 	client, err := c.newClientset(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("building a client for %s: %w", c.describe, err)
 	}
 	c.client, c.expires = client, c.now().Add(c.ttl)
 	return client, nil
+}
+
+// patience removes from a throttling answer (429 or 5xx) a Retry-After that
+// the request cannot wait out before its context's deadline. client-go
+// waits out a Retry-After and sends the request again, up to ten times
+// within one call; one longer than the call may last would have it sleep
+// until the deadline and fail with the bare deadline, the throttling
+// untold. Without the header client-go returns the answer at once: the
+// event fails, retryably, saying why, and Pub/Sub redelivers it later.
+type patience struct{ base http.RoundTripper }
+
+func (p patience) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := p.base.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	deadline, ok := req.Context().Deadline()
+	if !ok {
+		return resp, nil
+	}
+	// client-go reads Retry-After as whole seconds only.
+	if seconds, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && time.Now().Add(time.Duration(seconds)*time.Second).After(deadline) {
+		resp.Header.Del("Retry-After")
+	}
+	return resp, nil
 }
 
 // Forget drops the cached connection when err shows it may be broken: any

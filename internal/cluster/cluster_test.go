@@ -10,11 +10,13 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -47,6 +49,9 @@ type apiserver struct {
 	mu      sync.Mutex
 	auths   []string
 	revoked string
+	// throttle holds the Retry-After seconds of the next requests, each
+	// answered 429 in turn.
+	throttle []int
 }
 
 func startAPIServer(t *testing.T) *apiserver {
@@ -65,8 +70,18 @@ func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserve
 		a.mu.Lock()
 		a.auths = append(a.auths, r.Header.Get("Authorization"))
 		revoked := a.revoked != "" && r.Header.Get("Authorization") == "Bearer "+a.revoked
+		retryAfter := -1
+		if len(a.throttle) > 0 {
+			retryAfter, a.throttle = a.throttle[0], a.throttle[1:]
+		}
 		a.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if retryAfter >= 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"throttled","reason":"TooManyRequests","code":429,"details":{"retryAfterSeconds":%d}}`, retryAfter)
+			return
+		}
 		if revoked {
 			w.WriteHeader(http.StatusUnauthorized)
 			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`))
@@ -87,6 +102,14 @@ func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserve
 }
 
 func (a *apiserver) caPEM() []byte { return a.ca }
+
+// throttleNext makes the server answer the next requests 429, with these
+// Retry-After seconds in turn.
+func (a *apiserver) throttleNext(seconds ...int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.throttle = seconds
+}
 
 // revoke makes the server answer 401 to token, as a cluster does to a token
 // that expired or was revoked before the client expected.
@@ -295,6 +318,43 @@ func TestForgetKeepsTheConnectionOnAPIAnswers(t *testing.T) {
 	}
 	if got := containerAPI.Calls(); got != 2 {
 		t.Errorf("GetCluster calls = %d, want 2: Unauthorized drops the connection", got)
+	}
+}
+
+// TestRetryAfterWithinTheDeadline: client-go waits out a 429's Retry-After
+// and sends the request again, within the call, when the call's deadline
+// leaves time for it; when it does not, the call fails at once with the 429
+// (retryable: Pub/Sub redelivers), instead of sleeping until its deadline
+// and failing with no word of the throttling.
+func TestRetryAfterWithinTheDeadline(t *testing.T) {
+	tests := []struct {
+		name     string
+		throttle []int
+		timeout  time.Duration
+		want     metav1.StatusReason // "" for success
+		requests int
+	}{
+		{"1s twice, within 30s", []int{1, 1}, 30 * time.Second, "", 3},
+		{"600s, beyond 30s", []int{600}, 30 * time.Second, metav1.StatusReasonTooManyRequests, 1},
+		{"1s then 600s", []int{1, 600}, 30 * time.Second, metav1.StatusReasonTooManyRequests, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			containerAPI, _ := stubs(t)
+			api := startAPIServer(t)
+			containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+			api.throttleNext(tt.throttle...)
+			c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			err := getWeb(ctx, t, c)
+			if got := apierrors.ReasonForError(err); got != tt.want || errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("error = %v (reason %q), want reason %q", err, got, tt.want)
+			}
+			if got := len(api.authorizations()); got != tt.requests {
+				t.Errorf("%d requests, want %d", got, tt.requests)
+			}
+		})
 	}
 }
 
