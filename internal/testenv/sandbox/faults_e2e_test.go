@@ -94,9 +94,9 @@ func TestE2EKubernetesAPIFaults(t *testing.T) {
 				waitDecision(ctx, t, sb, seen, b, func(l map[string]any) bool { return l["outcome"] == "failed" })
 				sb.Proxy.Clear()
 			}
-			lines := waitDecision(ctx, t, sb, seen, b, func(l map[string]any) bool { return l["outcome"] != "failed" })
+			lines := waitDecision(ctx, t, sb, seen, b, final)
 			if diff := cmp.Diff(tt.decisions, decisions(lines)); diff != "" {
-				t.Errorf("decisions (-want +got):\n%s", diff)
+				t.Fatalf("decisions (-want +got):\n%s", diff) // The rest follows from them.
 			}
 			failedFor(t, lines, tt.reason)
 			redelivered(t, lines)
@@ -136,8 +136,9 @@ func TestE2ETokenFaults(t *testing.T) {
 	template := load(t, "web-1-success.json")
 	tests := []struct {
 		name string
-		// cold restarts the function first: no cached connection or token.
-		cold bool
+		// cold restarts the function first: no cached connection or token;
+		// warm has it deploy a build first: a cached connection and token.
+		cold, warm bool
 		// inject starts the fault; heal, when not nil, ends it once the
 		// function asked for redelivery.
 		inject, heal func()
@@ -157,7 +158,7 @@ func TestE2ETokenFaults(t *testing.T) {
 			decisions: []string{"failed retry", "deployed"},
 			reason:    "no access token: context deadline exceeded: Application Default Credentials gave no token for the cluster in time",
 			issued:    1},
-		{name: "cached token refused by the cluster",
+		{name: "cached token refused by the cluster", warm: true,
 			inject: func() {
 				if err := sb.RevokeToken(); err != nil {
 					t.Fatal(err)
@@ -174,6 +175,11 @@ func TestE2ETokenFaults(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tt.warm {
+				warmUp := FreshBuild(template)
+				mustDeploy(ctx, t, sb, warmUp)
+				waitLive(ctx, t, sb, pinned(warmUp))
+			}
 			b := FreshBuild(template)
 			before, rs := webContainer(getWeb(ctx, t, sb)), revisions(ctx, t, sb)
 			h := record(ctx, t, sb)
@@ -189,10 +195,10 @@ func TestE2ETokenFaults(t *testing.T) {
 				t.Logf("first failure after %s", time.Since(begin).Round(time.Second))
 				tt.heal()
 			}
-			lines := waitDecision(ctx, t, sb, seen, b, func(l map[string]any) bool { return l["outcome"] != "failed" })
+			lines := waitDecision(ctx, t, sb, seen, b, final)
 			t.Logf("decided after %s", time.Since(begin).Round(time.Second))
 			if diff := cmp.Diff(tt.decisions, decisions(lines)); diff != "" {
-				t.Errorf("decisions (-want +got):\n%s", diff)
+				t.Fatalf("decisions (-want +got):\n%s", diff) // The rest follows from them.
 			}
 			failedFor(t, lines, tt.reason)
 			redelivered(t, lines)
@@ -210,6 +216,10 @@ func TestE2ETokenFaults(t *testing.T) {
 		})
 	}
 }
+
+// final says a line ends the deliveries of its message: it is not a
+// failure that asks for redelivery.
+func final(l map[string]any) bool { return l["outcome"] != "failed" || l["retry"] != true }
 
 // waitDecision waits (two minutes at most) for a line on build b, after the
 // first seen lines, for which done holds, and returns every line on b since
