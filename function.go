@@ -60,6 +60,9 @@ func OnNewImage(ctx context.Context, e event.Event) error {
 	// the failures a redelivery can help.
 	return h.Dispatch(ctx, trigger.Event{ID: e.ID(), Time: e.Time(), Data: e.Data()}, func(rep trigger.Report) {
 		logReport(ctx, rep)
+		if rep.ResultErr != nil {
+			logResultError(ctx, rep)
+		}
 	})
 }
 
@@ -95,4 +98,16 @@ func logReport(ctx context.Context, rep trigger.Report) {
 		}
 	}
 	logger.LogAttrs(ctx, level, msg, attrs...)
+}
+
+// logResultError writes the WARNING line of a result that could not be
+// published to RESULT_TOPIC, with the message's content, so that what
+// subscribers missed can be read in the log.
+func logResultError(ctx context.Context, rep trigger.Report) {
+	logger.LogAttrs(ctx, slog.LevelWarn, "result of build "+rep.BuildID+" for target "+rep.TargetName+" not published: "+rep.ResultErr.Error(),
+		slog.String("messageId", rep.MessageID),
+		slog.String("buildId", rep.BuildID),
+		slog.String("targetName", rep.TargetName),
+		slog.String("outcome", string(rep.Outcome)),
+		slog.Any("result", rep.Result))
 }

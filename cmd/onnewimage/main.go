@@ -3,6 +3,7 @@
 //
 //	onnewimage check [-env-file FILE] [TARGETS_FILE]
 //	onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]
+//	onnewimage status [-env-file FILE] [-o text|json] [TARGET]
 //
 // Run onnewimage -h for the list, and onnewimage COMMAND -h for one.
 package main
@@ -39,6 +40,7 @@ type command struct {
 var commands = []command{
 	{"check", "Configuration", "Validate a targets file, or the variables, without touching any cluster", check},
 	{"rollback", "Release", "Take a target back to the release before the live one", rollback},
+	{"status", "Release", "Show what is live on each target, from which build and commit, and what was kept out", status},
 }
 
 // Exit codes.
@@ -48,8 +50,8 @@ const (
 	exitUsage   = 2 // The command line is wrong.
 )
 
-// triggerOptions are the options of the Handler rollback uses; tests give it
-// a Connector to a fake cluster.
+// triggerOptions are the options of the Handler rollback and status use;
+// tests give it a Connector to a fake cluster.
 var triggerOptions trigger.Options
 
 // run runs the command line args (without the program's name) and returns

@@ -8,6 +8,9 @@
 //	go run ./cmd/sandbox -targets     # two targets from one file: staging from main, production from a tag
 //	go run ./cmd/sandbox publish      # publish a fresh build to a running sandbox
 //
+// The function publishes each result to the topic deploy-results, and a
+// pull subscription prints them as they arrive.
+//
 // The first run builds the control plane's binaries from Go modules (several
 // minutes on two cores) into a cache; later runs start in seconds.
 package main
@@ -108,7 +111,7 @@ var blueGreenEnv = map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}
 func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	step("starting the sandbox (a first run builds the control plane from Go modules: several minutes)")
 	begin := time.Now()
-	opts := sandbox.Options{Log: os.Stdout}
+	opts := sandbox.Options{Log: os.Stdout, ResultTopic: resultTopic}
 	if blueGreen {
 		opts.Manifests = []string{"k8s/blue-green/deployments.yaml", "k8s/blue-green/service.yaml", "k8s/blue-green/rbac.yaml"}
 		opts.FunctionEnv = blueGreenEnv
@@ -118,6 +121,9 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		return err
 	}
 	defer stop()
+	if err := subscribe(ctx, sb); err != nil {
+		return err
+	}
 
 	deployments := []string{sandbox.Deployment}
 	if blueGreen {
@@ -190,7 +196,8 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		fmt.Printf("  %s\n", rollback)
 	}
 	fmt.Printf("  PUBSUB_EMULATOR_HOST=%s go run ./cmd/sandbox publish     # a new build goes live\n", sb.PubSub.Host)
-	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
+	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them; -> the results received\n")
+	go results.follow(ctx)
 	followLog(ctx, sb, printDecision)
 	return nil
 }
@@ -242,6 +249,7 @@ func deliver(ctx context.Context, sb *sandbox.Sandbox, builds ...*cloudbuildpb.B
 			return err
 		}
 		printDecision(line)
+		results.show(ctx, line)
 	}
 	return nil
 }

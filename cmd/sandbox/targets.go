@@ -28,8 +28,9 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 		return err
 	}
 	opts := sandbox.Options{
-		Log:       os.Stdout,
-		Manifests: []string{"k8s/deployment.yaml", "k8s/service.yaml", "k8s/rbac.yaml", targetsDir + "prod.yaml"},
+		Log:         os.Stdout,
+		ResultTopic: resultTopic,
+		Manifests:   []string{"k8s/deployment.yaml", "k8s/service.yaml", "k8s/rbac.yaml", targetsDir + "prod.yaml"},
 		FunctionEnv: map[string]string{"TARGETS": filepath.Join(root, targetsDir, "staging-production.yaml"),
 			// The single-target variables the sandbox sets are unset:
 			// TARGETS replaces them.
@@ -40,6 +41,9 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 		return err
 	}
 	defer stop()
+	if err := subscribe(ctx, sb); err != nil {
+		return err
+	}
 	if _, err := sb.WaitRolledOut(ctx, sandbox.Deployment, nil); err != nil {
 		return err
 	}
@@ -71,6 +75,13 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 		}
 	}
 
+	step("onnewimage status: what is live where, read with the function's identity")
+	out, err := sb.Run(ctx, "onnewimage", opts.FunctionEnv, "status")
+	fmt.Print(string(out))
+	if err != nil {
+		return err
+	}
+
 	if exitAfter {
 		return nil
 	}
@@ -80,7 +91,8 @@ func runTargets(ctx context.Context, exitAfter bool) error {
 	}
 	step("the sandbox stays up until Ctrl-C")
 	fmt.Printf("  kubectl --kubeconfig %s get deployments,services -o wide -A\n", kubeconfig)
-	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them\n")
+	fmt.Printf("  function log: the JSON lines below, as Cloud Logging would show them; -> the results received\n")
+	go results.follow(ctx)
 	followLog(ctx, sb, printTargetDecision)
 	return nil
 }
@@ -102,6 +114,7 @@ func deliverToTargets(ctx context.Context, sb *sandbox.Sandbox, b *cloudbuildpb.
 			return err
 		}
 		printTargetDecision(line)
+		results.show(ctx, line)
 	}
 	return nil
 }

@@ -4,7 +4,8 @@
 // The targets come either from the single-target variables (IMAGE,
 // DEPLOYMENT, ...: one target named "default") or from the targets file
 // TARGETS names; both are checked by target.Build. The function-wide
-// settings (MAX_EVENT_AGE, DRY_RUN, emulator hosts) are always variables.
+// settings (MAX_EVENT_AGE, DRY_RUN, RESULT_TOPIC, emulator hosts) are always
+// variables.
 package config
 
 import (
@@ -17,6 +18,7 @@ import (
 	"time"
 
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
 
@@ -37,6 +39,14 @@ type Config struct {
 	MaxEventAge time.Duration
 	// DryRun asks the API server to validate every write without persisting it.
 	DryRun bool
+	// ResultTopic, when set, is the Pub/Sub topic each target's result of
+	// a build is published to: projects/P/topics/T, or a topic ID in the
+	// function's project.
+	ResultTopic string
+	// PubSubEmulatorHost is PUBSUB_EMULATOR_HOST, a loopback host:port the
+	// Pub/Sub client then publishes to without credentials (local runs,
+	// tests). The client reads the variable itself.
+	PubSubEmulatorHost string
 }
 
 // DefaultMaxEventAge is MAX_EVENT_AGE when unset.
@@ -93,6 +103,8 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	c := Config{
 		ContainerEmulatorHost: get("CONTAINER_EMULATOR_HOST"),
 		MaxEventAge:           DefaultMaxEventAge,
+		ResultTopic:           get("RESULT_TOPIC"),
+		PubSubEmulatorHost:    get("PUBSUB_EMULATOR_HOST"),
 	}
 
 	values := map[string]string{}
@@ -128,6 +140,7 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 	// Emulators are reached without credentials and trusted: this machine only.
 	for _, e := range []struct{ name, value string }{
 		{"CONTAINER_EMULATOR_HOST", c.ContainerEmulatorHost},
+		{"PUBSUB_EMULATOR_HOST", c.PubSubEmulatorHost},
 	} {
 		if e.value == "" {
 			continue
@@ -146,6 +159,11 @@ func load(getenv func(string) string, needImage bool) (Config, error) {
 			bad("MAX_EVENT_AGE=%q must be positive", raw)
 		default:
 			c.MaxEventAge = d
+		}
+	}
+	if c.ResultTopic != "" {
+		if err := result.CheckTopic(c.ResultTopic); err != nil {
+			bad("RESULT_TOPIC=%q: %v", c.ResultTopic, err)
 		}
 	}
 	if raw := get("DRY_RUN"); raw != "" {

@@ -49,6 +49,11 @@ func (k RuleKey) value(b *cloudbuildpb.Build) string {
 	return ""
 }
 
+// Value is the build's value for k: its substitution (BRANCH_NAME,
+// TAG_NAME, TRIGGER_NAME, REPO_NAME), else the build's source.repoSource
+// field; "" when the build has none.
+func (k RuleKey) Value(b *cloudbuildpb.Build) string { return k.value(b) }
+
 // Rule is one when rule: an RE2 expression matched against the whole of one
 // build value.
 type Rule struct {

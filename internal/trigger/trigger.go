@@ -24,6 +24,7 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
@@ -70,6 +71,14 @@ type Report struct {
 	DryRun bool
 	// Patch is the patch sent, in a dry run.
 	Patch string
+	// Result is the message published to RESULT_TOPIC for this target's
+	// outcome, or that failed to be; nil when none is published (no
+	// RESULT_TOPIC, the message's report, a build the target's rules keep
+	// out). See Handler.
+	Result *result.Message
+	// ResultErr is why Result could not be published. It never changes the
+	// Outcome nor the Handler's error.
+	ResultErr error
 }
 
 // fail makes r the report of err.
@@ -110,6 +119,15 @@ const MaxClockSkew = time.Minute
 //
 // Rollback acts on the one target it is given the name of, through the same
 // shared connection to its cluster.
+//
+// With RESULT_TOPIC (or Options.Results), each target's outcome of a build
+// whose image it deploys and that its rules let in is published as a
+// result message once the target is done, before its Report is made
+// (which carries the message, and the publish error if any). Reports of the
+// message as a whole, and of targets whose rules keep the build out,
+// publish nothing. A publish error never changes an outcome nor asks for a
+// redelivery; a redelivery publishes what it decided (skipped, as already
+// running).
 type Handler struct {
 	cfg config.Config
 	// named prefixes each report's Target with the target's name: the
@@ -117,6 +135,7 @@ type Handler struct {
 	named   bool
 	connect func(target.Cluster) Connector
 	now     func() time.Time
+	results Publisher
 
 	mu    sync.Mutex
 	conns map[string]Connector // By target.Cluster.Key.
@@ -134,6 +153,9 @@ type Options struct {
 	Cluster cluster.Options
 	// Now replaces time.Now.
 	Now func() time.Time
+	// Results replaces the publisher of RESULT_TOPIC: when set, results
+	// are published to it whatever the configuration says.
+	Results Publisher
 }
 
 // New returns a Handler for cfg. It connects to nothing: each cluster's
@@ -157,6 +179,10 @@ func New(cfg config.Config, opts Options) *Handler {
 	}
 	if h.now == nil {
 		h.now = time.Now
+	}
+	h.results = opts.Results
+	if h.results == nil && cfg.ResultTopic != "" {
+		h.results = result.NewPublisher(cfg.ResultTopic, result.Options{})
 	}
 	return h
 }
@@ -296,6 +322,9 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
 		if p.err != nil {
 			rep.Outcome, rep.Reason = rollout.Skipped, fmt.Sprintf("%v (pushed: %s)", p.err, pushed(build))
+			if ok, _ := p.t.When.Match(build); ok { // A result only for the builds its rules let in.
+				h.publish(ctx, &rep, p.t, build)
+			}
 			report(rep)
 			continue
 		}
@@ -315,6 +344,7 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		go func() {
 			defer wg.Done()
 			rep := h.deploy(ctx, p.t, release, rep)
+			h.publish(ctx, &rep, p.t, build)
 			report(rep)
 			if Retryable(rep.Err) {
 				mu.Lock()

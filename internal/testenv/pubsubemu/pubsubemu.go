@@ -412,3 +412,14 @@ func (e *Emulator) Publish(ctx context.Context, topicID string, data []byte, att
 	}
 	return resp.MessageIds[0], nil
 }
+
+// CreatePullSubscription creates the pull subscription subID on topicID.
+// (The emulator of gcloud 528 ignores a subscription's message filter: it
+// delivers every message.)
+func (e *Emulator) CreatePullSubscription(ctx context.Context, subID, topicID string) error {
+	sub := &pubsubpb.Subscription{Name: e.SubscriptionName(subID), Topic: e.TopicName(topicID)}
+	if _, err := e.admin.SubscriptionAdminClient.CreateSubscription(ctx, sub); err != nil {
+		return fmt.Errorf("creating pull subscription %s: %w", sub.Name, err)
+	}
+	return nil
+}

@@ -89,6 +89,10 @@ type Options struct {
 	// function and the apiserver: the Container API stand-in answers the
 	// proxy's address as every endpoint of the cluster.
 	FaultProxy bool
+	// ResultTopic, when set, is a topic Start creates on the emulator, to
+	// which the function publishes its results (RESULT_TOPIC; see
+	// Subscribe).
+	ResultTopic string
 }
 
 // Sandbox is the running stand-in. Stop it when done.
@@ -201,6 +205,12 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 
 	if s.port, err = freePort(); err != nil {
 		return nil, err
+	}
+	if opts.ResultTopic != "" {
+		if err := s.PubSub.CreateTopic(ctx, opts.ResultTopic); err != nil {
+			return nil, err
+		}
+		opts.FunctionEnv = resultEnv(opts.FunctionEnv, s.PubSub, opts.ResultTopic)
 	}
 	if err := s.StartFunction(ctx, opts.FunctionEnv); err != nil {
 		return nil, err
