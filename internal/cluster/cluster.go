@@ -8,8 +8,11 @@
 // against the cluster's own CA, or the DNS-based endpoint, verified against
 // the system roots. TLS is never skipped. The connection is cached for a
 // bounded time and dropped as soon as a call fails below the Kubernetes API
-// (TLS, connection refused, timeouts), so a rotated CA or a moved endpoint
-// is picked up on the retry.
+// (TLS, connection refused, timeouts, no token) or is refused Unauthorized,
+// so a rotated CA, a moved endpoint or a revoked token is replaced on the
+// retry. Each connection fetches its own token: a token the cluster
+// rejected is never presented again, and a token fetch that hangs fails the
+// call at its deadline without holding the next connection.
 package cluster
 
 import (
@@ -20,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -53,6 +57,15 @@ const userAgent = "onnewimage"
 
 // cloudPlatformScope is the OAuth2 scope GKE accepts for Kubernetes API calls.
 const cloudPlatformScope = "https://www.googleapis.com/auth/cloud-platform"
+
+// tokenFetchTimeout bounds one token request to a key file's token_uri, so
+// that a fetch the call gave up on (see bearer) does not hang for ever.
+const tokenFetchTimeout = time.Minute
+
+// ErrNoToken is wrapped when no access token could be had for a call:
+// Application Default Credentials failed, or did not answer before the
+// call's deadline.
+var ErrNoToken = errors.New("no access token")
 
 // Options adjust a Connector. The zero value is production: the real
 // Container API, Application Default Credentials, a real clientset.
@@ -107,7 +120,7 @@ func newConnector(describe string, opts Options, restConfig func(context.Context
 // NewGKE returns a Connector for the GKE cluster named
 // projects/P/locations/L/clusters/C, through its endpoint e.
 func NewGKE(name string, e Endpoint, opts Options) *Connector {
-	g := &gke{name: name, endpoint: e, opts: opts, cm: opts.ClusterManager, ts: opts.TokenSource}
+	g := &gke{name: name, endpoint: e, opts: opts, cm: opts.ClusterManager}
 	return newConnector(name, opts, g.restConfig)
 }
 
@@ -136,12 +149,38 @@ func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error)
 	if err != nil {
 		return nil, err
 	}
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return patience{rt} })
 	client, err := c.newClientset(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("building a client for %s: %w", c.describe, err)
 	}
 	c.client, c.expires = client, c.now().Add(c.ttl)
 	return client, nil
+}
+
+// patience removes from a throttling answer (429 or 5xx) a Retry-After that
+// the request cannot wait out before its context's deadline. client-go
+// waits out a Retry-After and sends the request again, up to ten times
+// within one call; one longer than the call may last would have it sleep
+// until the deadline and fail with the bare deadline, the throttling
+// untold. Without the header client-go returns the answer at once: the
+// event fails, retryably, saying why, and Pub/Sub redelivers it later.
+type patience struct{ base http.RoundTripper }
+
+func (p patience) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := p.base.RoundTrip(req)
+	if err != nil {
+		return resp, err
+	}
+	deadline, ok := req.Context().Deadline()
+	if !ok {
+		return resp, nil
+	}
+	// client-go reads Retry-After as whole seconds only.
+	if seconds, err := strconv.Atoi(resp.Header.Get("Retry-After")); err == nil && time.Now().Add(time.Duration(seconds)*time.Second).After(deadline) {
+		resp.Header.Del("Retry-After")
+	}
+	return resp, nil
 }
 
 // Forget drops the cached connection when err shows it may be broken: any
@@ -169,7 +208,6 @@ type gke struct {
 
 	// Guarded by the Connector's mutex, like everything restConfig touches.
 	cm ClusterManager
-	ts oauth2.TokenSource
 }
 
 func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
@@ -180,14 +218,17 @@ func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
 		}
 		g.cm = cm
 	}
-	if g.ts == nil {
-		// The token source outlives this call: it must not hold the
-		// invocation's context.
-		ts, err := google.DefaultTokenSource(context.Background(), cloudPlatformScope)
-		if err != nil {
+	// A token source per connection: when the cluster refuses its token, or
+	// a fetch hangs, the connection is dropped (see Forget) and the next one
+	// starts afresh. It outlives this call: it must not hold the
+	// invocation's context.
+	ts := g.opts.TokenSource
+	if ts == nil {
+		fetch := context.WithValue(context.Background(), oauth2.HTTPClient, &http.Client{Timeout: tokenFetchTimeout})
+		var err error
+		if ts, err = google.DefaultTokenSource(fetch, cloudPlatformScope); err != nil {
 			return nil, fmt.Errorf("finding application default credentials: %w", err)
 		}
-		g.ts = ts
 	}
 	cl, err := g.cm.GetCluster(ctx, &containerpb.GetClusterRequest{Name: g.name})
 	if err != nil {
@@ -206,15 +247,50 @@ func (g *gke) restConfig(ctx context.Context) (*rest.Config, error) {
 			return nil, fmt.Errorf("cluster %s: %w", g.name, err)
 		}
 	}
-	ts := g.ts
 	return &rest.Config{
 		Host:            "https://" + host,
 		TLSClientConfig: rest.TLSClientConfig{CAData: ca},
 		UserAgent:       userAgent,
 		WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-			return &oauth2.Transport{Source: ts, Base: rt}
+			return &bearer{source: ts, base: rt}
 		},
 	}, nil
+}
+
+// bearer authorizes each request with a token from source, as
+// oauth2.Transport does, except that it stops waiting for the token when the
+// request's context ends: oauth2.TokenSource takes no context, and a hung
+// token service would otherwise hold the call past its deadline.
+type bearer struct {
+	source oauth2.TokenSource
+	base   http.RoundTripper
+}
+
+func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
+	type answer struct {
+		token *oauth2.Token
+		err   error
+	}
+	got := make(chan answer, 1) // The fetch may finish after the request gave up.
+	go func() {
+		token, err := b.source.Token()
+		got <- answer{token, err}
+	}()
+	var a answer
+	select {
+	case a = <-got:
+	case <-req.Context().Done():
+		a.err = req.Context().Err()
+	}
+	if a.err != nil {
+		if req.Body != nil {
+			req.Body.Close() // A RoundTripper closes the body, even on error.
+		}
+		return nil, fmt.Errorf("%w: %w", ErrNoToken, a.err)
+	}
+	req = req.Clone(req.Context()) // A RoundTripper must not modify the request.
+	a.token.SetAuthHeader(req)
+	return b.base.RoundTrip(req)
 }
 
 // decodeCA decodes GKE's base64 PEM CA bundle and checks it holds at least

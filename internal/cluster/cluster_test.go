@@ -10,16 +10,19 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -39,12 +42,16 @@ const (
 )
 
 // apiserver is a TLS server answering GET of one Deployment, recording the
-// Authorization header of every request.
+// Authorization header of every request. It answers 401 to a revoked token.
 type apiserver struct {
 	*httptest.Server
-	ca    []byte
-	mu    sync.Mutex
-	auths []string
+	ca      []byte
+	mu      sync.Mutex
+	auths   []string
+	revoked string
+	// throttle holds the Retry-After seconds of the next requests, each
+	// answered 429 in turn.
+	throttle []int
 }
 
 func startAPIServer(t *testing.T) *apiserver {
@@ -62,8 +69,24 @@ func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserve
 	a.Server = httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.mu.Lock()
 		a.auths = append(a.auths, r.Header.Get("Authorization"))
+		revoked := a.revoked != "" && r.Header.Get("Authorization") == "Bearer "+a.revoked
+		retryAfter := -1
+		if len(a.throttle) > 0 {
+			retryAfter, a.throttle = a.throttle[0], a.throttle[1:]
+		}
 		a.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
+		if retryAfter >= 0 {
+			w.Header().Set("Retry-After", strconv.Itoa(retryAfter))
+			w.WriteHeader(http.StatusTooManyRequests)
+			fmt.Fprintf(w, `{"kind":"Status","apiVersion":"v1","status":"Failure","message":"throttled","reason":"TooManyRequests","code":429,"details":{"retryAfterSeconds":%d}}`, retryAfter)
+			return
+		}
+		if revoked {
+			w.WriteHeader(http.StatusUnauthorized)
+			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`))
+			return
+		}
 		if r.URL.Path != "/apis/apps/v1/namespaces/prod/deployments/web" {
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
@@ -79,6 +102,22 @@ func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserve
 }
 
 func (a *apiserver) caPEM() []byte { return a.ca }
+
+// throttleNext makes the server answer the next requests 429, with these
+// Retry-After seconds in turn.
+func (a *apiserver) throttleNext(seconds ...int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.throttle = seconds
+}
+
+// revoke makes the server answer 401 to token, as a cluster does to a token
+// that expired or was revoked before the client expected.
+func (a *apiserver) revoke(token string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.revoked = token
+}
 
 // selfSigned returns a certificate for 127.0.0.1 and localhost that is its
 // own CA, and that CA in PEM.
@@ -279,6 +318,113 @@ func TestForgetKeepsTheConnectionOnAPIAnswers(t *testing.T) {
 	}
 	if got := containerAPI.Calls(); got != 2 {
 		t.Errorf("GetCluster calls = %d, want 2: Unauthorized drops the connection", got)
+	}
+}
+
+// TestRetryAfterWithinTheDeadline: client-go waits out a 429's Retry-After
+// and sends the request again, within the call, when the call's deadline
+// leaves time for it; when it does not, the call fails at once with the 429
+// (retryable: Pub/Sub redelivers), instead of sleeping until its deadline
+// and failing with no word of the throttling.
+func TestRetryAfterWithinTheDeadline(t *testing.T) {
+	tests := []struct {
+		name     string
+		throttle []int
+		timeout  time.Duration
+		want     metav1.StatusReason // "" for success
+		requests int
+	}{
+		{"1s twice, within 30s", []int{1, 1}, 30 * time.Second, "", 3},
+		{"600s, beyond 30s", []int{600}, 30 * time.Second, metav1.StatusReasonTooManyRequests, 1},
+		{"1s then 600s", []int{1, 600}, 30 * time.Second, metav1.StatusReasonTooManyRequests, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			containerAPI, _ := stubs(t)
+			api := startAPIServer(t)
+			containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+			api.throttleNext(tt.throttle...)
+			c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			err := getWeb(ctx, t, c)
+			if got := apierrors.ReasonForError(err); got != tt.want || errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("error = %v (reason %q), want reason %q", err, got, tt.want)
+			}
+			if got := len(api.authorizations()); got != tt.requests {
+				t.Errorf("%d requests, want %d", got, tt.requests)
+			}
+		})
+	}
+}
+
+// TestGKEGetsAFreshTokenAfterUnauthorized: the cluster stops accepting the
+// cached token long before the expiry the token service announced (revoked,
+// or a clock ahead). The call fails Unauthorized; the next one must fetch a
+// fresh token rather than present the rejected one until it expires.
+func TestGKEGetsAFreshTokenAfterUnauthorized(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, tokens := stubs(t)
+	api := startAPIServer(t)
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatal(err)
+	}
+	api.revoke(accessToken)
+	tokens.SetAccessToken(saEmail, "ya29.fresh-token")
+	if err := getWeb(ctx, t, c); !apierrors.IsUnauthorized(err) {
+		t.Fatalf("with the token revoked: error = %v, want Unauthorized", err)
+	}
+	if err := getWeb(ctx, t, c); err != nil {
+		t.Fatalf("after Unauthorized: %v, want a fresh token accepted", err)
+	}
+	want := []string{"Bearer " + accessToken, "Bearer " + accessToken, "Bearer ya29.fresh-token"}
+	if diff := cmp.Diff(want, api.authorizations()); diff != "" {
+		t.Errorf("Authorization headers (-want +got):\n%s", diff)
+	}
+	if got := tokens.Issued(); got != 2 {
+		t.Errorf("token service asked %d times, want 2", got)
+	}
+}
+
+// TestGKETokenFetchEndsWithTheCall: a token service that does not answer
+// must fail the call at the call's deadline (and Pub/Sub retries), not hold
+// it, nor every later call on the instance, until the fetch gives up.
+func TestGKETokenFetchEndsWithTheCall(t *testing.T) {
+	ctx := context.Background()
+	containerAPI, tokens := stubs(t)
+	api := startAPIServer(t)
+	containerAPI.SetCluster(clusterName, api.endpoint(), api.caPEM())
+	c := NewGKE(clusterName, Public, Options{EmulatorHost: containerAPI.Addr})
+	tokens.Delay(time.Hour) // Hung: the requests made now wait an hour.
+
+	call := func(timeout time.Duration) error {
+		t.Helper()
+		short, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- getWeb(short, t, c) }()
+		select {
+		case err := <-done:
+			return err
+		case <-time.After(timeout + 10*time.Second):
+			t.Fatalf("the call outlived its %s deadline by 10s: the token fetch ignores it", timeout)
+			return nil
+		}
+	}
+	err := call(500 * time.Millisecond)
+	if !errors.Is(err, context.DeadlineExceeded) || !errors.Is(err, ErrNoToken) {
+		t.Errorf("token service hung: error = %v, want ErrNoToken and the deadline", err)
+	}
+	if n := len(api.authorizations()); n != 0 {
+		t.Errorf("the cluster received %d requests without a token, want none", n)
+	}
+	// The service answers again; the fetch still hanging must not hold the
+	// next call.
+	tokens.Delay(0)
+	if err := call(5 * time.Second); err != nil {
+		t.Errorf("after the token service recovered: %v", err)
 	}
 }
 

@@ -87,6 +87,8 @@ func explain(err error) string {
 		return fmt.Sprintf("%v: grant the function's identity this permission (see k8s/rbac.yaml)", err)
 	case apierrors.IsUnauthorized(err):
 		return fmt.Sprintf("%v: the cluster does not accept the function's credentials", err)
+	case errors.Is(err, cluster.ErrNoToken) && errors.Is(err, context.DeadlineExceeded):
+		return fmt.Sprintf("%v: Application Default Credentials gave no token for the cluster in time", err)
 	case errors.Is(err, context.DeadlineExceeded):
 		return fmt.Sprintf("%v: the cluster did not answer in time", err)
 	}

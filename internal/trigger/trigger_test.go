@@ -371,6 +371,7 @@ func TestRetryable(t *testing.T) {
 		{"connection refused", &url.Error{Op: "Get", URL: "https://x", Err: &net.OpError{Op: "dial", Err: errors.New("connection refused")}}, true},
 		{"tls", &url.Error{Op: "Get", URL: "https://x", Err: x509.UnknownAuthorityError{}}, true},
 		{"token service", &url.Error{Op: "Get", URL: "https://x", Err: &oauth2.RetrieveError{ErrorCode: "backend_error"}}, true},
+		{"token service hung", &url.Error{Op: "Patch", URL: "https://x", Err: fmt.Errorf("%w: %w", cluster.ErrNoToken, context.DeadlineExceeded)}, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -389,6 +390,27 @@ func TestExplainSaysWhatToGrant(t *testing.T) {
 	}
 	if got := explain(status.Error(codes.PermissionDenied, "denied")); !strings.Contains(got, "roles/container.clusterViewer") {
 		t.Errorf("explain(PermissionDenied) = %q", got)
+	}
+}
+
+// TestExplainBlamesWhatFailed: the reason names the service that failed, so
+// that an operator looks in the right place.
+func TestExplainBlamesWhatFailed(t *testing.T) {
+	noToken := &url.Error{Op: "Patch", URL: "https://x", Err: fmt.Errorf("%w: %w", cluster.ErrNoToken, context.DeadlineExceeded)}
+	tests := []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"cluster too slow", fmt.Errorf("getting deployment: %w", context.DeadlineExceeded), "getting deployment: context deadline exceeded: the cluster did not answer in time"},
+		{"token service too slow", noToken, `Patch "https://x": no access token: context deadline exceeded: Application Default Credentials gave no token for the cluster in time`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, explain(tt.err)); diff != "" {
+				t.Errorf("explain(%v) (-want +got):\n%s", tt.err, diff)
+			}
+		})
 	}
 }
 

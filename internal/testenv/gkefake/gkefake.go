@@ -172,7 +172,8 @@ type TokenServer struct {
 	keys   map[string]*rsa.PublicKey // client email → public key
 	tokens map[string]string         // client email → access token
 	issued int
-	fault  int // HTTP status to answer with, 0 for none
+	fault  int           // HTTP status to answer with, 0 for none
+	delay  time.Duration // how long a token request waits (see Delay)
 }
 
 // StartTokenServer listens on a free loopback port and serves until Stop.
@@ -251,6 +252,7 @@ func (t *TokenServer) WriteServiceAccountKey(path, email, accessToken string) er
 }
 
 func (t *TokenServer) serveToken(w http.ResponseWriter, r *http.Request) {
+	t.hold(r.Context())
 	t.mu.Lock()
 	fault := t.fault
 	t.mu.Unlock()

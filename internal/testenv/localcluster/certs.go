@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -149,4 +150,16 @@ func (p *pki) write(dir string) (map[string]string, error) {
 		paths[name] = path
 	}
 	return paths, nil
+}
+
+// ServingCertificate returns the apiserver's serving certificate and key,
+// signed by CAData for 127.0.0.1 and localhost: what a proxy in front of the
+// apiserver on this machine presents, so that its clients verify it against
+// the cluster's CA as they verify the apiserver.
+func (c *Cluster) ServingCertificate() (tls.Certificate, error) {
+	cert, err := tls.X509KeyPair(c.pki.serverCert, c.pki.serverKey)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("loading the serving certificate: %w", err)
+	}
+	return cert, nil
 }

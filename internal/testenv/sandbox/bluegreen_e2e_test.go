@@ -15,6 +15,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -92,7 +93,9 @@ func record(ctx context.Context, t *testing.T, sb *Sandbox) *history {
 	h.start, _ = strconv.ParseInt(list.ResourceVersion, 10, 64)
 	h.colours = map[string]*appsv1.Deployment{}
 	for _, name := range []string{blue, green} {
-		h.colours[name] = getDeployment(ctx, t, sb, name)
+		if d := lookDeployment(ctx, t, sb, name); d != nil { // None with the rolling layout.
+			h.colours[name] = d
+		}
 	}
 	if ing, err := sb.Admin.NetworkingV1().Ingresses(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
 		h.initial = routedTo(ing)
@@ -138,8 +141,10 @@ func metaOf(o runtime.Object) (metav1.Object, error) {
 func (h *history) catchUp(ctx context.Context, t *testing.T, sb *Sandbox) {
 	t.Helper()
 	want := map[string]string{}
-	for _, name := range []string{blue, green} {
-		want["Deployment/"+name] = getDeployment(ctx, t, sb, name).ResourceVersion
+	for _, name := range []string{blue, green, Deployment} {
+		if d := lookDeployment(ctx, t, sb, name); d != nil {
+			want["Deployment/"+name] = d.ResourceVersion
+		}
 	}
 	if svc, err := sb.Admin.CoreV1().Services(Namespace).Get(ctx, "web", metav1.GetOptions{}); err == nil {
 		want["Service/web"] = svc.ResourceVersion
@@ -266,6 +271,19 @@ func router(ctx context.Context, t *testing.T, sb *Sandbox, kind string) (string
 		t.Fatal(err)
 	}
 	return routedTo(o), ann
+}
+
+// lookDeployment returns the Deployment name, or nil when there is none.
+func lookDeployment(ctx context.Context, t *testing.T, sb *Sandbox, name string) *appsv1.Deployment {
+	t.Helper()
+	d, err := sb.Admin.AppsV1().Deployments(Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
 }
 
 func getDeployment(ctx context.Context, t *testing.T, sb *Sandbox, name string) *appsv1.Deployment {

@@ -52,6 +52,7 @@ import (
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/testenv/faultproxy"
 	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
 	"github.com/onnewimage/onnewimage/internal/testenv/pubsubemu"
@@ -85,6 +86,10 @@ type Options struct {
 	Manifests []string
 	// FunctionEnv adds to or overrides the function's environment.
 	FunctionEnv map[string]string
+	// FaultProxy puts a fault-injecting proxy (Sandbox.Proxy) between the
+	// function and the apiserver: the Container API stand-in answers the
+	// proxy's address as every endpoint of the cluster.
+	FaultProxy bool
 	// ResultTopic, when set, is a topic Start creates on the emulator, to
 	// which the function publishes its results (RESULT_TOPIC; see
 	// Subscribe).
@@ -109,9 +114,13 @@ type Sandbox struct {
 	PubSub *pubsubemu.Emulator
 	// Function is the running function.
 	Function *Function
+	// Proxy stands between the function and the apiserver, with
+	// Options.FaultProxy; nil without.
+	Proxy *faultproxy.Proxy
 
 	log         io.Writer
 	token       string
+	spareToken  string // the one RevokeToken hands out next
 	dir         string
 	keyFile     string
 	functionBin string
@@ -141,7 +150,8 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 		return nil, err
 	}
 	s.token = "sandbox-" + randomHex(16)
-	token := s.token
+	s.spareToken = "sandbox-" + randomHex(16)
+	token, spare := s.token, s.spareToken
 
 	// The control plane and the Pub/Sub emulator start side by side; the
 	// function binary builds meanwhile.
@@ -150,7 +160,7 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	wg.Add(3)
 	go func() {
 		defer wg.Done()
-		s.Cluster, clusterErr = localcluster.Start(ctx, localcluster.Options{Log: s.log, Tokens: map[string]string{token: ServiceAccount}})
+		s.Cluster, clusterErr = localcluster.Start(ctx, localcluster.Options{Log: s.log, Tokens: map[string]string{token: ServiceAccount, spare: ServiceAccount}})
 	}()
 	go func() {
 		defer wg.Done()
@@ -169,6 +179,11 @@ func Start(ctx context.Context, opts Options) (_ *Sandbox, err error) {
 	}
 
 	begin := time.Now()
+	if opts.FaultProxy {
+		if err := s.startProxy(); err != nil {
+			return nil, err
+		}
+	}
 	if s.ContainerAPI, err = gkefake.StartContainerServer(); err != nil {
 		return nil, err
 	}
@@ -237,6 +252,9 @@ func (s *Sandbox) FunctionIdentity() *rest.Config { return s.Cluster.TokenConfig
 // certificate holds both).
 func (s *Sandbox) Endpoints() gkefake.Endpoints {
 	host := strings.TrimPrefix(s.Cluster.Host, "https://")
+	if s.Proxy != nil {
+		host = s.Proxy.Addr
+	}
 	_, port, _ := net.SplitHostPort(host)
 	return gkefake.Endpoints{Public: host, Private: host, DNS: net.JoinHostPort("localhost", port)}
 }
@@ -585,6 +603,9 @@ func (s *Sandbox) Stop() error {
 		}
 		if s.ContainerAPI != nil {
 			s.ContainerAPI.Stop()
+		}
+		if s.Proxy != nil {
+			s.Proxy.Stop()
 		}
 		if s.Tokens != nil {
 			s.Tokens.Stop()
