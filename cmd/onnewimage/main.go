@@ -186,6 +186,18 @@ func strategy(t target.Target) string {
 	return s
 }
 
+// loadTarget loads the configuration as config.LoadTarget does, from the
+// env file when one is named, else through getenv.
+func loadTarget(envFile string, getenv func(string) string) (config.Config, error) {
+	if envFile != "" {
+		var err error
+		if getenv, err = readEnvFile(envFile); err != nil {
+			return config.Config{}, err
+		}
+	}
+	return config.LoadTarget(getenv)
+}
+
 // readEnvFile reads a gcloud --env-vars-file: a YAML map of strings. Its
 // variables are the function's whole environment, as gcloud deploys them.
 func readEnvFile(path string) (func(string) string, error) {
@@ -256,13 +268,7 @@ Flags:
 		fmt.Fprintf(stderr, "onnewimage rollback: %v\n", err)
 		return code
 	}
-	if *envFile != "" {
-		var err error
-		if getenv, err = readEnvFile(*envFile); err != nil {
-			return fail(exitInvalid, err)
-		}
-	}
-	cfg, err := config.LoadTarget(getenv)
+	cfg, err := loadTarget(*envFile, getenv)
 	if err != nil {
 		return fail(exitInvalid, err)
 	}

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
 	"github.com/onnewimage/onnewimage/internal/trigger"
@@ -81,13 +80,7 @@ Flags:
 		fmt.Fprintf(stderr, "onnewimage status: %v\n", err)
 		return code
 	}
-	if *envFile != "" {
-		var err error
-		if getenv, err = readEnvFile(*envFile); err != nil {
-			return fail(exitInvalid, err)
-		}
-	}
-	cfg, err := config.LoadTarget(getenv)
+	cfg, err := loadTarget(*envFile, getenv)
 	if err != nil {
 		return fail(exitInvalid, err)
 	}
