@@ -34,6 +34,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -175,6 +176,15 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 	if err := deliver(ctx, sb, b); err != nil {
 		return err
 	}
+	step("a forged message: the live build's ID with a digest no build pushed, published by hand")
+	forged, _ := sandbox.LoadBuild("testdata/builds/web-2-success.json")
+	for _, img := range forged.GetResults().GetImages() {
+		img.Digest = "sha256:" + strings.Repeat("e", 64)
+	}
+	forged.CreateTime = timestamppb.Now()
+	if err := deliverWith(ctx, sb, sb.PublishForged, forged); err != nil {
+		return err
+	}
 
 	kubeconfig := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
 	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
@@ -252,9 +262,15 @@ func release(ctx context.Context, sb *sandbox.Sandbox, b *cloudbuildpb.Build) er
 
 // deliver publishes builds one by one and prints the decision for each.
 func deliver(ctx context.Context, sb *sandbox.Sandbox, builds ...*cloudbuildpb.Build) error {
+	return deliverWith(ctx, sb, sb.Publish, builds...)
+}
+
+// deliverWith is deliver with another way to publish: sb.PublishForged
+// publishes a message Cloud Build never sent.
+func deliverWith(ctx context.Context, sb *sandbox.Sandbox, publish func(context.Context, *cloudbuildpb.Build) (string, error), builds ...*cloudbuildpb.Build) error {
 	for _, b := range builds {
 		seen := len(sb.Function.Logs())
-		if _, err := sb.Publish(ctx, b); err != nil {
+		if _, err := publish(ctx, b); err != nil {
 			return err
 		}
 		wait, cancel := context.WithTimeout(ctx, time.Minute)
