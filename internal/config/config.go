@@ -63,6 +63,7 @@ const SourceDir = "serverless_function_source_code"
 var singleTarget = []string{
 	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "ENDPOINT", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
 	"STRATEGY", "SERVICE", "INGRESS", "ROLLOUT_TIMEOUT", "SCALE_DOWN_OLD", "SCALE_DOWN_DELAY",
+	"CANARY_STEPS", "CANARY_PAUSE", "HTTPROUTE",
 }
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until

@@ -151,7 +151,7 @@ func TestLoadStrategyProblems(t *testing.T) {
 		extra map[string]string
 		want  []string
 	}{
-		{"unknown strategy", map[string]string{"STRATEGY": "canary"}, []string{`STRATEGY="canary": is not "rolling" or "blue-green"`}},
+		{"unknown strategy", map[string]string{"STRATEGY": "trickle"}, []string{`STRATEGY="trickle": is not "rolling", "blue-green" or "canary"`}},
 		{"blue-green without a router", map[string]string{"STRATEGY": "blue-green"}, []string{"needs the router: set SERVICE or INGRESS"}},
 		{"blue-green with two routers", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "INGRESS": "web"},
 			[]string{`INGRESS and SERVICE are both set: set only one router`}},
@@ -486,6 +486,7 @@ func TestSingleTargetVariables(t *testing.T) {
 		target.KeyImage, target.KeyProject, target.KeyLocation, target.KeyClusterName, target.KeyEndpoint,
 		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
 		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+		target.KeyCanarySteps, target.KeyCanaryPause, target.KeyHTTPRoute,
 	} {
 		want = append(want, k.Variable())
 	}

@@ -38,6 +38,9 @@ const (
 	KeyRolloutTimeout Key = "rolloutTimeout"
 	KeyScaleDownOld   Key = "scaleDownOld"
 	KeyScaleDownDelay Key = "scaleDownDelay"
+	KeyCanarySteps    Key = "canarySteps"
+	KeyCanaryPause    Key = "canaryPause"
+	KeyHTTPRoute      Key = "httpRoute"
 )
 
 // variables are the single-target variables, by the key each sets.
@@ -58,6 +61,9 @@ var variables = map[Key]string{
 	KeyRolloutTimeout: "ROLLOUT_TIMEOUT",
 	KeyScaleDownOld:   "SCALE_DOWN_OLD",
 	KeyScaleDownDelay: "SCALE_DOWN_DELAY",
+	KeyCanarySteps:    "CANARY_STEPS",
+	KeyCanaryPause:    "CANARY_PAUSE",
+	KeyHTTPRoute:      "HTTPROUTE",
 }
 
 // Variable is the single-target variable that sets k; "" when none does.
@@ -243,9 +249,9 @@ func Build(s Settings) (Target, []Problem) {
 	switch t.Strategy {
 	case "":
 		t.Strategy = Rolling
-	case Rolling, BlueGreen:
+	case Rolling, BlueGreen, Canary:
 	default:
-		bad(KeyStrategy, true, "is not %q or %q", Rolling, BlueGreen)
+		bad(KeyStrategy, true, "is not %q, %q or %q", Rolling, BlueGreen, Canary)
 	}
 	switch {
 	case t.Strategy == BlueGreen && t.Service == "" && t.Ingress == "":
@@ -282,6 +288,9 @@ func Build(s Settings) (Target, []Problem) {
 		}
 	}
 
+	if t.Strategy == Canary {
+		t.RolloutTimeout = DefaultCanaryRolloutTimeout
+	}
 	if raw := value(KeyRolloutTimeout); raw != "" {
 		d, err := time.ParseDuration(raw)
 		switch {
@@ -293,6 +302,7 @@ func Build(s Settings) (Target, []Problem) {
 			t.RolloutTimeout = d
 		}
 	}
+	canary(&t, given, value, name, bad)
 	if raw := value(KeyScaleDownOld); raw != "" {
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -318,7 +328,11 @@ func Build(s Settings) (Target, []Problem) {
 		t.ScaleDownDelay = DefaultServiceScaleDownDelay
 	}
 
-	if b := t.Budget(); b > MaxBudget && t.ScaleDownOld {
+	if b := t.Budget(); b > MaxBudget && t.Strategy == Canary {
+		bad(KeyRolloutTimeout, false, "%s, %s and %s are too long: an event may then take %s (%s to connect and patch, plus %d steps of %s %s + %s %s, plus %s %s to promote), over %.0fs, the longest --timeout of an event-driven function; shorten them or use fewer steps",
+			name(KeyRolloutTimeout), name(KeyCanarySteps), name(KeyCanaryPause), b, RollingBudget, len(t.CanarySteps),
+			name(KeyRolloutTimeout), t.RolloutTimeout, name(KeyCanaryPause), t.CanaryPause, name(KeyRolloutTimeout), t.RolloutTimeout, MaxBudget.Seconds())
+	} else if b > MaxBudget && t.ScaleDownOld {
 		bad(KeyRolloutTimeout, false, "%s plus %s %s is too long: an event may then take %s (%s to connect and patch, plus %s, plus %s), over %.0fs, the longest --timeout of an event-driven function; keep %s + %s at most %s",
 			t.RolloutTimeout, name(KeyScaleDownDelay), t.ScaleDownDelay, b, RollingBudget, name(KeyRolloutTimeout), name(KeyScaleDownDelay),
 			MaxBudget.Seconds(), name(KeyRolloutTimeout), name(KeyScaleDownDelay), MaxBudget-RollingBudget)

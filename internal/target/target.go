@@ -47,6 +47,16 @@ type Target struct {
 	// it while the router change spreads: DefaultServiceScaleDownDelay or
 	// DefaultIngressScaleDownDelay unless set. It is 0 without ScaleDownOld.
 	ScaleDownDelay time.Duration
+
+	// CanarySteps, with the canary strategy, are the shares of traffic (in
+	// percent, increasing, each under 100) the release takes in turn before
+	// it is promoted; CanaryPause is how long each is held and watched.
+	CanarySteps []int
+	CanaryPause time.Duration
+	// HTTPRoute, with the canary strategy, names a Gateway API HTTPRoute
+	// whose backend weights split the traffic; empty, the replica ratio of
+	// the stable and canary Deployments does.
+	HTTPRoute string
 }
 
 // Strategy names how a release reaches traffic.
@@ -61,6 +71,11 @@ const (
 	// DEPLOYMENT-green, waits until it is available, then switches the
 	// router (a Service or an Ingress) to it.
 	BlueGreen Strategy = "blue-green"
+	// Canary runs the release on DEPLOYMENT-canary beside the stable
+	// DEPLOYMENT, gives it each of CanarySteps' shares of traffic in turn,
+	// each held and watched for CanaryPause, then promotes it to the
+	// stable Deployment and scales the canary to 0.
+	Canary Strategy = "canary"
 )
 
 // Defaults of the optional settings.
@@ -77,7 +92,17 @@ const (
 	// with an Ingress router: GKE's load balancer takes one to several
 	// minutes to apply a backend change.
 	DefaultIngressScaleDownDelay = 2 * time.Minute
+	// DefaultCanaryRolloutTimeout is the rollout timeout when none is set
+	// with the canary strategy: its schedule waits for a rollout once per
+	// step and once more to promote, all within one event.
+	DefaultCanaryRolloutTimeout = time.Minute
+	// DefaultCanaryPause is how long each canary step is held when
+	// CANARY_PAUSE is not set.
+	DefaultCanaryPause = time.Minute
 )
+
+// DefaultCanarySteps are the canary steps when CANARY_STEPS is not set.
+var DefaultCanarySteps = []int{10, 50}
 
 // The bounds of one event's work.
 const (
@@ -93,8 +118,13 @@ const (
 // Budget is how long one event's cluster work for t may take:
 // RollingBudget, plus RolloutTimeout with blue-green, which waits for the
 // idle colour, plus ScaleDownDelay when the old colour is scaled down after
-// the switch. Build rejects a target whose Budget is over MaxBudget.
+// the switch. With canary it is the whole schedule: RollingBudget, plus
+// RolloutTimeout and CanaryPause for each step, plus RolloutTimeout for the
+// promotion. Build rejects a target whose Budget is over MaxBudget.
 func (t Target) Budget() time.Duration {
+	if t.Strategy == Canary {
+		return RollingBudget + time.Duration(len(t.CanarySteps))*(t.RolloutTimeout+t.CanaryPause) + t.RolloutTimeout
+	}
 	if t.Strategy != BlueGreen {
 		return RollingBudget
 	}
