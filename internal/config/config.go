@@ -195,6 +195,7 @@ func variables(values map[string]string, needImage bool, bad func(string, ...any
 		target.KeyImage, target.KeyProject, target.KeyClusterName, target.KeyEndpoint, target.KeyKubeconfig, target.KeyNamespace,
 		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,
 		target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
+		target.KeyCanarySteps, target.KeyCanaryPause, target.KeyHTTPRoute,
 	} {
 		if v := values[k.Variable()]; v != "" {
 			s.Values[k] = target.Value{Text: v}

@@ -541,3 +541,37 @@ func TestTarget(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadCanary(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra map[string]string
+		want  string
+	}{
+		{"defaults", map[string]string{"STRATEGY": "canary"}, "canary steps=[10 50] pause=1m0s timeout=1m0s"},
+		{"every setting", map[string]string{"STRATEGY": "canary", "CANARY_STEPS": "5,20,50", "CANARY_PAUSE": "30s", "ROLLOUT_TIMEOUT": "40s"},
+			"canary steps=[5 20 50] pause=30s timeout=40s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			c, err := Load(env(e))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			tg := c.Targets[0]
+			got := fmt.Sprintf("%s steps=%v pause=%s timeout=%s", tg.Strategy, tg.CanarySteps, tg.CanaryPause, tg.RolloutTimeout)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("target (-want +got):\n%s", diff)
+			}
+		})
+	}
+	e := valid()
+	e["STRATEGY"], e["HTTPROUTE"] = "canary", "web"
+	if _, err := Load(env(e)); err == nil || !strings.Contains(err.Error(), `HTTPROUTE="web": is not supported yet`) {
+		t.Errorf("Load(HTTPROUTE=web) error = %v, want it refused", err)
+	}
+}

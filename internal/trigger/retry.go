@@ -25,7 +25,7 @@ import (
 // a cluster lacking the chosen ENDPOINT, missing Deployment or container, a
 // router pointing at neither colour, a release that exceeded its progress
 // deadline, an unreadable release record, a build ID that cannot be a label
-// value) are not retryable. An error this function does not recognise is
+// value, an aborted canary) are not retryable. An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -38,6 +38,7 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrProgressDeadline),
 		errors.Is(err, rollout.ErrRecordUnreadable),
 		errors.Is(err, rollout.ErrBuildIDInvalid),
+		errors.Is(err, rollout.ErrCanaryAborted),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, ErrFutureBuild),

@@ -374,6 +374,8 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	switch t.Strategy {
 	case target.BlueGreen:
 		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
+	case target.Canary:
+		res, err = rollout.Canary(ctx, client, canaryTarget(t), release, canaryOptions(t, h.cfg.DryRun))
 	default:
 		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun})
 	}
@@ -394,9 +396,12 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 // service/web".
 func (h *Handler) describe(t target.Target) string {
 	var s string
-	if t.Strategy == target.BlueGreen {
+	switch t.Strategy {
+	case target.BlueGreen:
 		s = blueGreenTarget(t).String()
-	} else {
+	case target.Canary:
+		s = canaryTarget(t).String()
+	default:
 		s = rollingTarget(t).String()
 	}
 	if h.named {
@@ -448,6 +453,15 @@ func blueGreenTarget(t target.Target) rollout.BlueGreenTarget {
 func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 	return rollout.BlueGreenOptions{Timeout: t.RolloutTimeout, ScaleDownOld: t.ScaleDownOld, ScaleDownDelay: t.ScaleDownDelay,
 		DryRun: dryRun, ClaimExpiry: t.Budget()}
+}
+
+func canaryTarget(t target.Target) rollout.CanaryTarget {
+	return rollout.CanaryTarget{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container}
+}
+
+func canaryOptions(t target.Target, dryRun bool) rollout.CanaryOptions {
+	return rollout.CanaryOptions{Steps: t.CanarySteps, Pause: t.CanaryPause, Timeout: t.RolloutTimeout,
+		ClaimExpiry: t.Budget(), DryRun: dryRun}
 }
 
 // pushed lists a build's pushed image names, for a skip reason: five at
