@@ -620,7 +620,19 @@ func (c *canaryRun) abort(ctx context.Context, i int, pod, why string) error {
 	if err := c.toStable(ctx, true); err != nil {
 		return fmt.Errorf("%s; scaling %s to 0 failed, traffic may still reach it: %w", msg, c.t.CanaryDeployment(), err)
 	}
-	err := retry.RetryOnConflict(conflictBackoff, func() error {
+	if err := c.reject(ctx); err != nil {
+		return &abortError{fmt.Sprintf("%s; traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %v",
+			msg, c.t.Deployment, c.r.BuildID, err)}
+	}
+	return &abortError{fmt.Sprintf("%s; traffic is back on %s, and build %s is recorded as rejected (label %s): it is not deployed again",
+		msg, c.t.Deployment, c.r.BuildID, LabelNewestBuild)}
+}
+
+// reject raises the stable Deployment's high-water mark to c.r, unless it
+// is there already or higher: neither c.r nor an older build is deployed
+// again.
+func (c *canaryRun) reject(ctx context.Context) error {
+	return retry.RetryOnConflict(conflictBackoff, func() error {
 		stable, err := c.get(ctx, c.t.Deployment)
 		if err != nil {
 			return err
@@ -628,15 +640,94 @@ func (c *canaryRun) abort(ctx context.Context, i int, pod, why string) error {
 		if mark, err := labelRecord(stable); err == nil && mark.ok && !c.r.newerThan(mark.id, mark.at) {
 			return nil
 		}
-		_, _, err = patchDeployment(ctx, c.client, stable, map[string]any{"metadata": map[string]any{"labels": markLabels(c.r.BuildID, c.r.CreateTime)}}, BlueGreenOptions{})
+		_, _, err = patchDeployment(ctx, c.client, stable, map[string]any{"metadata": map[string]any{"labels": markLabels(c.r.BuildID, c.r.CreateTime)}},
+			BlueGreenOptions{DryRun: c.o.DryRun})
 		return err
 	})
+}
+
+// ErrNoCanary is wrapped by AbortCanary's error when no canary is in
+// progress: nothing was changed.
+var ErrNoCanary = errors.New("no canary in progress")
+
+// AbortCanary stops the canary in progress on t at once: the canary goes
+// to 0 replicas and loses its progress (compare-and-set), so the invocation
+// driving it stops without promoting, and the build is recorded as
+// rejected on the stable Deployment's high-water mark, so that its
+// redelivery does not start it again. With no canary in progress the
+// error wraps ErrNoCanary.
+func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarget, o Options) (Result, error) {
+	c := &canaryRun{client: client, t: t, o: CanaryOptions{DryRun: o.DryRun}}
+	stable, err := c.get(ctx, t.Deployment)
 	if err != nil {
-		return &abortError{fmt.Sprintf("%s; traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %v",
-			msg, c.t.Deployment, c.r.BuildID, err)}
+		return Result{}, err
 	}
-	return &abortError{fmt.Sprintf("%s; traffic is back on %s, and build %s is recorded as rejected (label %s): it is not deployed again",
-		msg, c.t.Deployment, c.r.BuildID, LabelNewestBuild)}
+	sc, _, err := targetContainer(stable, t.Container)
+	if err != nil {
+		return Result{}, err
+	}
+	canary, err := c.get(ctx, t.CanaryDeployment())
+	if err != nil {
+		return Result{}, err
+	}
+	p, err := readProgress(canary)
+	if err != nil {
+		return Result{}, err
+	}
+	if p == nil {
+		return Result{}, fmt.Errorf("%w: %s records none (annotation %s)", ErrNoCanary, deploymentName(canary), AnnotationCanary)
+	}
+	c.r = Release{BuildID: p.Build, CreateTime: p.CreateTime}
+	patch := map[string]any{
+		"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
+		"spec":     map[string]any{"replicas": 0},
+	}
+	if _, err := c.patchCanary(ctx, canary, patch, o.DryRun); err != nil {
+		return Result{}, err
+	}
+	res := Result{Outcome: Deployed, Previous: sc.Image, Patch: mustJSON(patch)}
+	if err := c.reject(ctx); err != nil {
+		return Result{}, fmt.Errorf("%s is scaled to 0, traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %w",
+			t.CanaryDeployment(), t.Deployment, p.Build, err)
+	}
+	res.Reason = fmt.Sprintf("aborted the canary of build %s at %d%%: %s scaled to 0, traffic back on %s; build %s is recorded as rejected (label %s): it is not deployed again",
+		p.Build, p.Percent, t.CanaryDeployment(), t.Deployment, p.Build, LabelNewestBuild)
+	if o.DryRun {
+		res.Outcome, res.Reason = Skipped, "dry run: the API server accepted the patches to abort the canary of build "+p.Build+"; nothing was changed"
+	}
+	return res, nil
+}
+
+// InspectCanary is Inspect of t's stable Deployment, with the canary in
+// progress, if any, as Deploying: "build B at P% on DEPLOYMENT-canary (N
+// replicas), claimed at T".
+func InspectCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarget) (State, error) {
+	s, err := Inspect(ctx, client, Target{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container})
+	if err != nil {
+		return State{}, err
+	}
+	canary, err := client.AppsV1().Deployments(t.Namespace).Get(ctx, t.CanaryDeployment(), metav1.GetOptions{})
+	if err != nil {
+		return State{}, fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, t.CanaryDeployment(), err)
+	}
+	p, err := readProgress(canary)
+	switch {
+	case err != nil:
+		s.Problems = append(s.Problems, err.Error())
+	case p != nil:
+		s.Deploying = fmt.Sprintf("build %s at %d%% on %s (%d replicas), claimed at %s", p.Build, p.Percent, canary.Name, replicas(canary),
+			p.ClaimedAt.UTC().Format(time.RFC3339))
+		if !p.StepStart.IsZero() {
+			s.Deploying += ", held since " + p.StepStart.UTC().Format(time.RFC3339)
+		}
+		if p.Promoting {
+			s.Deploying += ", promoting"
+		}
+		if p.Holder == "" {
+			s.Deploying += " (its invocation stopped: the redelivery resumes it)"
+		}
+	}
+	return s, nil
 }
 
 // abortError is the error of an aborted canary; it wraps ErrCanaryAborted.

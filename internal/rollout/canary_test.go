@@ -377,3 +377,64 @@ func TestCanaryNewerBuildStopsTheOlderInvocation(t *testing.T) {
 		}
 	}
 }
+
+func TestAbortCanary(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	three := int32(3)
+	canary.Spec.Replicas = &three
+	canary = progressOn(canary, canaryProgress{Build: r2.BuildID, CreateTime: r2.CreateTime, Image: r2.Image.String(),
+		Step: 1, Percent: 50, Holder: "other", ClaimedAt: time.Now()})
+	cs := newClientset(t, stable, canary)
+
+	s, err := InspectCanary(context.Background(), cs, canaryTarget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "build build-2 at 50% on web-canary (3 replicas), claimed at "; !strings.HasPrefix(s.Deploying, want) {
+		t.Errorf("InspectCanary deploying %q, want it to start %q", s.Deploying, want)
+	}
+
+	res, err := AbortCanary(context.Background(), cs, canaryTarget, Options{})
+	if err != nil {
+		t.Fatalf("AbortCanary: %v", err)
+	}
+	want := Result{Outcome: Deployed, Previous: r1.Image.String(),
+		Reason: "aborted the canary of build build-2 at 50%: web-canary scaled to 0, traffic back on web; build build-2 is recorded as rejected (label onnewimage.dev/newest-build): it is not deployed again"}
+	if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
+		t.Errorf("AbortCanary (-want +got):\n%s", diff)
+	}
+	c := getDeployment(t, cs, "web-canary")
+	got := fmt.Sprintf("canary replicas=%d progress=%q stable newest=%s image=%s", replicas(c), c.Annotations[AnnotationCanary],
+		getDeployment(t, cs, "web").Labels[LabelNewestBuild], imageOf(t, cs, "web"))
+	if diff := cmp.Diff(`canary replicas=0 progress="" stable newest=build-2 image=`+r1.Image.String(), got); diff != "" {
+		t.Errorf("after the abort (-want +got):\n%s", diff)
+	}
+
+	if _, err := AbortCanary(context.Background(), cs, canaryTarget, Options{}); !errors.Is(err, ErrNoCanary) {
+		t.Errorf("AbortCanary with no canary in progress: %v, want ErrNoCanary", err)
+	}
+}
+
+func TestAbortCanaryStopsTheRunningInvocation(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	cs := newClientset(t, stable, canary)
+	controller(t, cs, becomesAvailable)
+	h := recordCanary(t, cs)
+	aborted := make(chan error, 1)
+	onHold(t, cs, func() {
+		_, err := AbortCanary(context.Background(), cs, canaryTarget, Options{})
+		aborted <- err
+	})
+	res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Hour))
+	if err := <-aborted; err != nil {
+		t.Fatalf("AbortCanary: %v", err)
+	}
+	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "rolled back") {
+		t.Errorf("Canary = %s %q %v, want skipped: its build was rolled back", res.Outcome, res.Reason, err)
+	}
+	if diff := cmp.Diff([]string{"web-canary replicas=1", "web-canary replicas=0"}, h.get()); diff != "" {
+		t.Errorf("traffic and stable writes (-want +got):\n%s", diff)
+	}
+}

@@ -414,8 +414,10 @@ func (h *Handler) describe(t target.Target) string {
 // to the release before the live one: a blue-green target's router goes back
 // to the colour traffic left at the last switch (see rollout.Rollback); a
 // rolling target's Deployment goes back to its previous revision, as
-// `kubectl rollout undo` does (see rollout.Undo). Either way the build taken
-// out is not deployed again by a redelivery. A name that picks no target is
+// `kubectl rollout undo` does (see rollout.Undo); a canary target's canary
+// in progress is aborted (see rollout.AbortCanary), or without one its
+// stable Deployment goes back as a rolling one does. Either way the build
+// taken out is not deployed again by a redelivery. A name that picks no target is
 // an error wrapping config.ErrNoTarget, and nothing is done.
 func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, error) {
 	t, err := h.cfg.Target(name)
@@ -428,9 +430,17 @@ func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, er
 		return rollout.Result{}, err
 	}
 	var res rollout.Result
-	if t.Strategy == target.BlueGreen {
+	switch t.Strategy {
+	case target.BlueGreen:
 		res, err = rollout.Rollback(ctx, client, blueGreenTarget(t), blueGreenOptions(t, h.cfg.DryRun))
-	} else {
+	case target.Canary:
+		// A canary in progress is aborted; without one, the stable
+		// Deployment goes back as a rolling one does.
+		res, err = rollout.AbortCanary(ctx, client, canaryTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
+		if errors.Is(err, rollout.ErrNoCanary) {
+			res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
+		}
+	default:
 		res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
 	}
 	conn.Forget(err)

@@ -634,3 +634,27 @@ func TestHandleAppliesTheRules(t *testing.T) {
 		})
 	}
 }
+
+// With the canary strategy, Rollback aborts the canary in progress, and
+// Inspect shows it.
+func TestRollbackCanary(t *testing.T) {
+	canary := webDeployment()
+	canary.Name = "web-canary"
+	canary.Annotations = map[string]string{rollout.AnnotationCanary: `{"build":"b2","createTime":"2026-11-02T10:00:00Z","step":0,"percent":10,"holder":"x","claimedAt":"2026-11-02T10:00:00Z"}`}
+	cs := fake.NewClientset(webDeployment(), canary)
+	cfg, err := config.LoadTarget(func(k string) string {
+		return map[string]string{"KUBECONFIG": "/dev/null", "STRATEGY": "canary", "DEPLOYMENT": "web", "CONTAINER": "web"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(cfg, Options{Connector: &connector{client: cs}})
+	s, err := h.Inspect(context.Background(), "")
+	if err != nil || !strings.HasPrefix(s.Deploying, "build b2 at 10% on web-canary") {
+		t.Errorf("Inspect() deploying %q, %v; want the canary in progress", s.Deploying, err)
+	}
+	res, err := h.Rollback(context.Background(), "")
+	if err != nil || res.Outcome != rollout.Deployed || !strings.HasPrefix(res.Reason, "aborted the canary of build b2 at 10%") {
+		t.Errorf("Rollback() = %s %q, %v; want the canary aborted", res.Outcome, res.Reason, err)
+	}
+}
