@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -147,4 +148,125 @@ func TestE2ECanaryStepsThenPromotes(t *testing.T) {
 	if line := publish(ctx, t, sb, b1); line["outcome"] != "skipped" {
 		t.Errorf("build 1 again: %v, want skipped", line)
 	}
+}
+
+func TestE2ECanaryAbortsOnRestart(t *testing.T) {
+	sb, ctx := canarySandbox(t)
+	b1 := load(t, "web-1-success.json")
+	// Build 1 crashes: the first of its canary pods to become ready has its
+	// container restart, as the kubelet would record it.
+	crash(ctx, t, sb, pinned(b1))
+	h := recordCanary(ctx, t, sb)
+	restarted := watchRestarts(ctx, t, sb)
+	stableBefore := getDeployment(ctx, t, sb, Deployment)
+
+	line := publish(ctx, t, sb, b1)
+	reason, _ := line["reason"].(string)
+	if line["outcome"] != "failed" || line["severity"] != "ERROR" || line["retry"] != false ||
+		!strings.HasPrefix(reason, "canary aborted at 10%: pod web-canary-") ||
+		!strings.Contains(reason, " restarted, exit code 1: Error: crashed on purpose; traffic is back on web") {
+		t.Fatalf("crashing build 1: %v, want an ERROR, not retried, naming the step, the pod and why", line)
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := h.until(wait, "web-canary replicas=0"); err != nil {
+		t.Fatalf("history %q: %v", h.get(), err)
+	}
+	if diff := cmp.Diff([]string{"web-canary replicas=1", "web-canary replicas=0"}, h.get()); diff != "" {
+		t.Errorf("traffic and stable changes (-want +got):\n%s", diff)
+	}
+	at, ok := restarted()
+	if !ok {
+		t.Fatal("no canary restart was observed")
+	}
+	back := h.when("web-canary replicas=0").Sub(at)
+	t.Logf("traffic back on stable %s after the restart was observed", back)
+	if back > time.Second {
+		t.Errorf("traffic back on stable %s after the restart was observed, want within a second", back)
+	}
+	stable := getDeployment(ctx, t, sb, Deployment)
+	if webContainer(stable) != webContainer(stableBefore) || stable.Generation != stableBefore.Generation {
+		t.Errorf("stable changed: %s (generation %d), want %s untouched (generation %d)",
+			webContainer(stable), stable.Generation, webContainer(stableBefore), stableBefore.Generation)
+	}
+	if got := stable.Labels[rollout.LabelNewestBuild]; got != b1.GetId() {
+		t.Errorf("stable's %s = %q, want the rejected build %s", rollout.LabelNewestBuild, got, b1.GetId())
+	}
+	// Redelivered, the rejected build does not start again.
+	if line := publish(ctx, t, sb, b1); line["outcome"] != "skipped" {
+		t.Errorf("build 1 again: %v, want skipped", line)
+	}
+}
+
+// watchRestarts watches the canary's pods and returns a function that says
+// when a container restart was first observed.
+func watchRestarts(ctx context.Context, t *testing.T, sb *Sandbox) func() (time.Time, bool) {
+	t.Helper()
+	w, err := sb.Admin.CoreV1().Pods(Namespace).Watch(ctx, metav1.ListOptions{LabelSelector: "track=canary"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var mu sync.Mutex
+	var first time.Time
+	go func() {
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok {
+				continue
+			}
+			for _, st := range p.Status.ContainerStatuses {
+				if st.RestartCount > 0 {
+					mu.Lock()
+					if first.IsZero() {
+						first = time.Now()
+					}
+					mu.Unlock()
+				}
+			}
+		}
+	}()
+	return func() (time.Time, bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		return first, !first.IsZero()
+	}
+}
+
+// crash plays the kubelet of a crashing container: the first canary pod
+// running image to become ready gets a restart recorded in its status
+// (restartCount 1, the last run terminated with exit code 1).
+func crash(ctx context.Context, t *testing.T, sb *Sandbox, image string) {
+	t.Helper()
+	pods := sb.Admin.CoreV1().Pods(Namespace)
+	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: "track=canary"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	go func() {
+		for ev := range w.ResultChan() {
+			p, ok := ev.Object.(*corev1.Pod)
+			if !ok || len(p.Spec.Containers) == 0 || p.Spec.Containers[0].Image != image || len(p.Status.ContainerStatuses) == 0 {
+				continue
+			}
+			ready := false
+			for _, c := range p.Status.Conditions {
+				ready = ready || (c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue)
+			}
+			if !ready {
+				continue
+			}
+			now := metav1.Now()
+			st := &p.Status.ContainerStatuses[0]
+			st.RestartCount = 1
+			st.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error",
+				Message: "crashed on purpose", StartedAt: now, FinishedAt: now}
+			if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+				t.Errorf("recording a restart of pod %s: %v", p.Name, err)
+			}
+			w.Stop()
+			return
+		}
+	}()
 }
