@@ -2,12 +2,14 @@ package sandbox
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"github.com/google/go-cmp/cmp"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -269,4 +271,85 @@ func crash(ctx context.Context, t *testing.T, sb *Sandbox, image string) {
 			return
 		}
 	}()
+}
+
+func TestE2ECanaryDuplicateAndNewerDeliveries(t *testing.T) {
+	sb, ctx := canarySandbox(t)
+	h := recordCanary(ctx, t, sb)
+	claims := recordClaims(ctx, t, sb)
+	b1, b2 := load(t, "web-1-success.json"), load(t, "web-2-success.json")
+	// Every message ends with a final decision: deployed or skipped (a
+	// delivery finding another invocation on the same build's canary fails
+	// and is retried until it becomes one of those).
+	seen := publishOverlapping(ctx, t, sb, []*cloudbuildpb.Build{b1, b1, b2}, 3*time.Minute, func(l map[string]any) bool { return l["outcome"] != "failed" })
+	deployed := deployedInOrder(t, sb.Function.Logs()[seen:], b1, b2)
+	if len(deployed) == 0 || deployed[len(deployed)-1] != b2.GetId() {
+		t.Fatalf("deployed %v, want build 2 last", deployed)
+	}
+	wait, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := h.until(wait, "web image="+pinned(b2)); err != nil {
+		t.Fatalf("history %q: %v", h.get(), err)
+	}
+	var promotions []string
+	for _, e := range h.get() {
+		if strings.HasPrefix(e, "web image=") {
+			promotions = append(promotions, e)
+		}
+	}
+	if len(promotions) != len(deployed) {
+		t.Errorf("stable changed %d times %q for %d deploys %v: want one promotion per deploy", len(promotions), promotions, len(deployed), deployed)
+	}
+	c, err := sb.WaitFor(wait, "web-canary", func(d *appsv1.Deployment) bool { return *d.Spec.Replicas == 0 })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Annotations[rollout.AnnotationCanary]; p != "" {
+		t.Errorf("web-canary still records progress %q", p)
+	}
+	// One canary at a time: once build 2 claimed the canary, build 1 never
+	// drove it again.
+	got := claims()
+	for i := 1; i < len(got); i++ {
+		if got[i-1] == b2.GetId() && got[i] == b1.GetId() {
+			t.Errorf("the canary was claimed by %v in turn: build 1 came back after build 2", got)
+		}
+	}
+	t.Logf("deployed %v; claims %v; history %q", deployed, got, h.get())
+}
+
+// recordClaims records, in order, each change of the build that web-canary's
+// progress (rollout.AnnotationCanary) names.
+func recordClaims(ctx context.Context, t *testing.T, sb *Sandbox) func() []string {
+	t.Helper()
+	d := getDeployment(ctx, t, sb, "web-canary")
+	w, err := sb.Admin.AppsV1().Deployments(Namespace).Watch(ctx, metav1.ListOptions{ResourceVersion: d.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(w.Stop)
+	var mu sync.Mutex
+	var builds []string
+	go func() {
+		last := ""
+		for ev := range w.ResultChan() {
+			d, ok := ev.Object.(*appsv1.Deployment)
+			if !ok || d.Name != "web-canary" {
+				continue
+			}
+			var p struct{ Build string }
+			if raw := d.Annotations[rollout.AnnotationCanary]; raw == "" || json.Unmarshal([]byte(raw), &p) != nil || p.Build == last {
+				continue
+			}
+			last = p.Build
+			mu.Lock()
+			builds = append(builds, p.Build)
+			mu.Unlock()
+		}
+	}()
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), builds...)
+	}
 }
