@@ -353,3 +353,49 @@ func recordClaims(ctx context.Context, t *testing.T, sb *Sandbox) func() []strin
 		return append([]string(nil), builds...)
 	}
 }
+
+func TestE2ECanaryResumesAfterTheFunctionIsKilled(t *testing.T) {
+	env := map[string]string{"STRATEGY": "canary", "CANARY_PAUSE": "3s", "ROLLOUT_TIMEOUT": "5s"}
+	sb, ctx := start(t, Options{
+		Manifests:   []string{"k8s/canary/deployments.yaml", "k8s/canary/service.yaml", "k8s/canary/rbac.yaml"},
+		FunctionEnv: env,
+	}, Deployment)
+	h := recordCanary(ctx, t, sb)
+	b1 := load(t, "web-1-success.json")
+	if _, err := sb.Publish(ctx, b1); err != nil {
+		t.Fatal(err)
+	}
+	// Kill the function while it holds the first step.
+	wait, cancel := context.WithTimeout(ctx, 4*time.Minute)
+	defer cancel()
+	if _, err := sb.WaitFor(wait, "web-canary", func(d *appsv1.Deployment) bool {
+		var p struct {
+			Percent   int
+			StepStart time.Time
+		}
+		return json.Unmarshal([]byte(d.Annotations[rollout.AnnotationCanary]), &p) == nil && p.Percent == 10 && !p.StepStart.IsZero()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	sb.Function.Stop()
+	if err := sb.StartFunction(ctx, env); err != nil {
+		t.Fatal(err)
+	}
+	// The redelivery resumes once the dead invocation's claim has expired.
+	line, err := sb.Function.WaitLog(wait, 0, func(l map[string]any) bool {
+		return l["buildId"] == b1.GetId() && l["outcome"] != "failed"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if reason, _ := line["reason"].(string); line["outcome"] != "deployed" || !strings.HasPrefix(reason, "resumed at 10%; canary 10%") {
+		t.Fatalf("redelivery: %v, want deployed, resumed at 10%%", line)
+	}
+	if err := h.until(wait, "web-canary replicas=0"); err != nil {
+		t.Fatalf("history %q: %v", h.get(), err)
+	}
+	want := []string{"web-canary replicas=1", "web-canary replicas=3", "web image=" + pinned(b1), "web-canary replicas=0"}
+	if diff := cmp.Diff(want, h.get()); diff != "" {
+		t.Errorf("traffic and stable changes (-want +got): one promotion, no step twice\n%s", diff)
+	}
+}
