@@ -239,6 +239,11 @@ since it was read, nothing is switched. With scaleDownOld the colour left is
 scaled to 0 after scaleDownDelay; an interrupt during that wait leaves it
 running.
 
+canary: abort the canary in progress at once (the canary Deployment to 0
+replicas, its build recorded as rejected; the invocation driving it stops
+without promoting); with none in progress, the stable Deployment goes back
+as with rolling.
+
 rolling: what kubectl rollout undo does: the Deployment gets its previous
 revision's pod template and release annotations back, in one compare-and-set.
 It lists ReplicaSets, so run it with an operator's identity, not the

@@ -38,7 +38,7 @@ func TestCheck(t *testing.T) {
 		{"a good file, the variables aside", []string{"check", "testdata/good.yaml"}, map[string]string{"IMAGE": "Web:latest"}, 0, goodTable, ""},
 		{"a bad file", []string{"check", "testdata/bad.yaml"}, nil, 1, "", `testdata/bad.yaml:4: target web-staging: image: image "us-docker.pkg.dev/acme/apps/web:latest": give the repository only, without tag or digest (the build decides the digest)
 testdata/bad.yaml:5: target web-staging: when.ref: unknown rule "ref" (want branch, tag, trigger or repo)
-testdata/bad.yaml:9: target web-staging: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout)
+testdata/bad.yaml:9: target web-staging: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout, canarySteps, canaryPause, httpRoute)
 testdata/bad.yaml:10: target web-staging: name: "web-staging" is also the name of the target at line 3
 testdata/bad.yaml:12: target web-staging: when.tag: "v[0-9" is not an RE2 regular expression: missing closing ]: ` + "`[0-9`" + `
 testdata/bad.yaml:13: target web-staging: cluster.location: is required with cluster.name

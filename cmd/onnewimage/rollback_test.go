@@ -67,7 +67,7 @@ func TestRollback(t *testing.T) {
 		{"several targets from an env file, an unknown one named", []string{"rollback", "-env-file=testdata/env-targets.yaml", "web"}, nil, available, 2, "",
 			`onnewimage rollback: no target "web" in testdata/good.yaml: name one of web-staging, web-prod, worker-local` + "\n", "green"},
 		{"bad variables", []string{"rollback"}, map[string]string{"KUBECONFIG": "/k", "STRATEGY": "blue", "DEPLOYMENT": "web", "CONTAINER": "web"}, available, 1, "",
-			`onnewimage rollback: invalid configuration: STRATEGY="blue": is not "rolling" or "blue-green"` + "\n", "green"},
+			`onnewimage rollback: invalid configuration: STRATEGY="blue": is not "rolling", "blue-green" or "canary"` + "\n", "green"},
 		{"the previous colour never rolls out within -timeout", []string{"rollback", "-timeout=50ms"}, blueGreen, unavailable, 1, "",
 			// Within 50ms, not the default 5m: -timeout took effect.
 			`onnewimage rollback: release not available in time: web-blue did not become available within 50ms (Waiting for deployment "web-blue" rollout to finish: 1 of 2 updated replicas are available...); traffic was not switched` + "\n", "green"},

@@ -76,6 +76,7 @@ var singleTarget = []string{
 	"IMAGE", "PROJECT", "LOCATION", "ZONE", "CLUSTER", "ENDPOINT", "KUBECONFIG", "NAMESPACE", "DEPLOYMENT", "CONTAINER",
 	"STRATEGY", "SERVICE", "INGRESS", "ROLLOUT_TIMEOUT", "SCALE_DOWN_OLD", "SCALE_DOWN_DELAY",
 	"GATES", "GATE_TIMEOUT",
+	"CANARY_STEPS", "CANARY_PAUSE", "HTTPROUTE",
 }
 
 // ErrInvalid is wrapped by Load's error: the configuration cannot work until
@@ -211,6 +212,7 @@ func variables(values map[string]string, needImage bool, bad func(string, ...any
 		target.KeyDeployment, target.KeyContainer, target.KeyStrategy, target.KeyService, target.KeyIngress,
 		target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
 		target.KeyGates, target.KeyGateTimeout,
+		target.KeyCanarySteps, target.KeyCanaryPause, target.KeyHTTPRoute,
 	} {
 		if v := values[k.Variable()]; v != "" {
 			s.Values[k] = target.Value{Text: v}

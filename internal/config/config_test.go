@@ -152,7 +152,7 @@ func TestLoadStrategyProblems(t *testing.T) {
 		extra map[string]string
 		want  []string
 	}{
-		{"unknown strategy", map[string]string{"STRATEGY": "canary"}, []string{`STRATEGY="canary": is not "rolling" or "blue-green"`}},
+		{"unknown strategy", map[string]string{"STRATEGY": "trickle"}, []string{`STRATEGY="trickle": is not "rolling", "blue-green" or "canary"`}},
 		{"blue-green without a router", map[string]string{"STRATEGY": "blue-green"}, []string{"needs the router: set SERVICE or INGRESS"}},
 		{"blue-green with two routers", map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "INGRESS": "web"},
 			[]string{`INGRESS and SERVICE are both set: set only one router`}},
@@ -488,6 +488,7 @@ func TestSingleTargetVariables(t *testing.T) {
 		target.KeyKubeconfig, target.KeyNamespace, target.KeyDeployment, target.KeyContainer, target.KeyStrategy,
 		target.KeyService, target.KeyIngress, target.KeyRolloutTimeout, target.KeyScaleDownOld, target.KeyScaleDownDelay,
 		target.KeyGates, target.KeyGateTimeout,
+		target.KeyCanarySteps, target.KeyCanaryPause, target.KeyHTTPRoute,
 	} {
 		want = append(want, k.Variable())
 	}
@@ -540,5 +541,39 @@ func TestTarget(t *testing.T) {
 				t.Errorf("Target(%q) (-want +got):\n%s", tt.target, diff)
 			}
 		})
+	}
+}
+
+func TestLoadCanary(t *testing.T) {
+	tests := []struct {
+		name  string
+		extra map[string]string
+		want  string
+	}{
+		{"defaults", map[string]string{"STRATEGY": "canary"}, "canary steps=[10 50] pause=1m0s timeout=1m0s"},
+		{"every setting", map[string]string{"STRATEGY": "canary", "CANARY_STEPS": "5,20,50", "CANARY_PAUSE": "30s", "ROLLOUT_TIMEOUT": "40s"},
+			"canary steps=[5 20 50] pause=30s timeout=40s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := valid()
+			for k, v := range tt.extra {
+				e[k] = v
+			}
+			c, err := Load(env(e))
+			if err != nil {
+				t.Fatalf("Load: %v", err)
+			}
+			tg := c.Targets[0]
+			got := fmt.Sprintf("%s steps=%v pause=%s timeout=%s", tg.Strategy, tg.CanarySteps, tg.CanaryPause, tg.RolloutTimeout)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("target (-want +got):\n%s", diff)
+			}
+		})
+	}
+	e := valid()
+	e["STRATEGY"], e["HTTPROUTE"] = "canary", "web"
+	if _, err := Load(env(e)); err == nil || !strings.Contains(err.Error(), `HTTPROUTE="web": is not supported yet`) {
+		t.Errorf("Load(HTTPROUTE=web) error = %v, want it refused", err)
 	}
 }

@@ -40,6 +40,9 @@ const (
 	KeyScaleDownDelay Key = "scaleDownDelay"
 	KeyGates          Key = "gates"
 	KeyGateTimeout    Key = "gateTimeout"
+	KeyCanarySteps    Key = "canarySteps"
+	KeyCanaryPause    Key = "canaryPause"
+	KeyHTTPRoute      Key = "httpRoute"
 )
 
 // variables are the single-target variables, by the key each sets.
@@ -62,6 +65,9 @@ var variables = map[Key]string{
 	KeyScaleDownDelay: "SCALE_DOWN_DELAY",
 	KeyGates:          "GATES",
 	KeyGateTimeout:    "GATE_TIMEOUT",
+	KeyCanarySteps:    "CANARY_STEPS",
+	KeyCanaryPause:    "CANARY_PAUSE",
+	KeyHTTPRoute:      "HTTPROUTE",
 }
 
 // Variable is the single-target variable that sets k; "" when none does.
@@ -247,9 +253,9 @@ func Build(s Settings) (Target, []Problem) {
 	switch t.Strategy {
 	case "":
 		t.Strategy = Rolling
-	case Rolling, BlueGreen:
+	case Rolling, BlueGreen, Canary:
 	default:
-		bad(KeyStrategy, true, "is not %q or %q", Rolling, BlueGreen)
+		bad(KeyStrategy, true, "is not %q, %q or %q", Rolling, BlueGreen, Canary)
 	}
 	switch {
 	case t.Strategy == BlueGreen && t.Service == "" && t.Ingress == "":
@@ -286,6 +292,9 @@ func Build(s Settings) (Target, []Problem) {
 		}
 	}
 
+	if t.Strategy == Canary {
+		t.RolloutTimeout = DefaultCanaryRolloutTimeout
+	}
 	if raw := value(KeyRolloutTimeout); raw != "" {
 		d, err := time.ParseDuration(raw)
 		switch {
@@ -297,6 +306,7 @@ func Build(s Settings) (Target, []Problem) {
 			t.RolloutTimeout = d
 		}
 	}
+	canary(&t, given, value, name, bad)
 	if raw := value(KeyScaleDownOld); raw != "" {
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -326,16 +336,24 @@ func Build(s Settings) (Target, []Problem) {
 
 	if b := t.Budget(); b > MaxBudget && len(t.Gates) > 0 {
 		parts := []string{fmt.Sprintf("%s to connect and patch", RollingBudget)}
-		if t.Strategy == BlueGreen {
+		switch t.Strategy {
+		case BlueGreen:
 			parts = append(parts, fmt.Sprintf("%s %s", name(KeyRolloutTimeout), t.RolloutTimeout))
 			if t.ScaleDownOld {
 				parts = append(parts, fmt.Sprintf("%s %s", name(KeyScaleDownDelay), t.ScaleDownDelay))
 			}
+		case Canary:
+			parts = append(parts, fmt.Sprintf("%d steps × (%s %s + %s %s)", len(t.CanarySteps), name(KeyRolloutTimeout), t.RolloutTimeout, name(KeyCanaryPause), t.CanaryPause),
+				fmt.Sprintf("%s %s to promote", name(KeyRolloutTimeout), t.RolloutTimeout))
 		}
 		parts = append(parts, fmt.Sprintf("%d gates × %s %s", len(t.Gates), name(KeyGateTimeout), t.GateTimeout))
 		bad(KeyGateTimeout, false, "is too long for %d gates: an event may then take %s (%s), over %.0fs, the longest --timeout of an event-driven function; shorten %s or the other waits",
 			len(t.Gates), b, strings.Join(parts, " + "), MaxBudget.Seconds(), name(KeyGateTimeout))
-	} else if b := t.Budget(); b > MaxBudget && t.ScaleDownOld {
+	} else if b > MaxBudget && t.Strategy == Canary {
+		bad(KeyRolloutTimeout, false, "%s, %s and %s are too long: an event may then take %s (%s to connect and patch, plus %d steps of %s %s + %s %s, plus %s %s to promote), over %.0fs, the longest --timeout of an event-driven function; shorten them or use fewer steps",
+			name(KeyRolloutTimeout), name(KeyCanarySteps), name(KeyCanaryPause), b, RollingBudget, len(t.CanarySteps),
+			name(KeyRolloutTimeout), t.RolloutTimeout, name(KeyCanaryPause), t.CanaryPause, name(KeyRolloutTimeout), t.RolloutTimeout, MaxBudget.Seconds())
+	} else if b > MaxBudget && t.ScaleDownOld {
 		bad(KeyRolloutTimeout, false, "%s plus %s %s is too long: an event may then take %s (%s to connect and patch, plus %s, plus %s), over %.0fs, the longest --timeout of an event-driven function; keep %s + %s at most %s",
 			t.RolloutTimeout, name(KeyScaleDownDelay), t.ScaleDownDelay, b, RollingBudget, name(KeyRolloutTimeout), name(KeyScaleDownDelay),
 			MaxBudget.Seconds(), name(KeyRolloutTimeout), name(KeyScaleDownDelay), MaxBudget-RollingBudget)

@@ -31,7 +31,8 @@ func ReadFile(path string) ([]Target, error) {
 // The keys a target takes in a file, and those of its cluster and when.
 var (
 	targetKeys = []Key{KeyName, KeyImage, KeyWhen, KeyCluster, KeyNamespace, KeyDeployment, KeyContainer,
-		KeyStrategy, KeyService, KeyIngress, KeyRolloutTimeout, KeyScaleDownOld, KeyScaleDownDelay, KeyGates, KeyGateTimeout}
+		KeyStrategy, KeyService, KeyIngress, KeyRolloutTimeout, KeyScaleDownOld, KeyScaleDownDelay, KeyGates, KeyGateTimeout,
+		KeyCanarySteps, KeyCanaryPause, KeyHTTPRoute}
 	clusterKeys = []Key{KeyProject, KeyLocation, KeyClusterName, KeyKubeconfig, KeyEndpoint}
 )
 

@@ -127,7 +127,7 @@ func TestDecodeBad(t *testing.T) {
 		{"a target not a mapping", "targets:\n  - web\n", []string{
 			"targets.yaml:2: target #1: want a mapping, got a string"}},
 		{"unknown key", "targets:\n  - name: web" + good + "\n    replicas: 3\n", []string{
-			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout)"}},
+			"targets.yaml:7: target web: replicas: unknown key (want name, image, when, cluster, namespace, deployment, container, strategy, service, ingress, rolloutTimeout, scaleDownOld, scaleDownDelay, gates, gateTimeout, canarySteps, canaryPause, httpRoute)"}},
 		{"unknown cluster key", "targets:\n  - name: web\n    image: web\n    cluster: {project: acme, location: us-central1, name: prod, zone: b}\n    deployment: web\n    container: web\n", []string{
 			"targets.yaml:4: target web: cluster.zone: unknown key (want project, location, name, kubeconfig, endpoint)"}},
 		{"duplicate key", "targets:\n  - name: web" + good + "\n    deployment: api\n", []string{
@@ -193,14 +193,14 @@ targets:
     when: {tag: 'v[0-9'}
     cluster: {project: acme, location: us-central1, name: prod}
     deployment: web
-    strategy: canary
+    strategy: trickle
     rolloutTimeout: soon
 `, []string{
 			`targets.yaml:3: target web-staging: image: image "us-docker.pkg.dev/acme/apps/web:latest": give the repository only, without tag or digest (the build decides the digest)`,
 			`targets.yaml:5: target web-staging: namespace: "Web": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')`,
 			"targets.yaml:8: target web-prod: container: is required",
 			"targets.yaml:10: target web-prod: when.tag: \"v[0-9\" is not an RE2 regular expression: missing closing ]: `[0-9`",
-			`targets.yaml:13: target web-prod: strategy: "canary": is not "rolling" or "blue-green"`,
+			`targets.yaml:13: target web-prod: strategy: "trickle": is not "rolling", "blue-green" or "canary"`,
 			`targets.yaml:14: target web-prod: rolloutTimeout: "soon": is not a Go duration (e.g. 1h, 30m)`,
 		}},
 	}

@@ -53,6 +53,16 @@ type Target struct {
 	// GateTimeout bounds each gate's Job: DefaultGateTimeout unless set,
 	// 0 without Gates.
 	GateTimeout time.Duration
+
+	// CanarySteps, with the canary strategy, are the shares of traffic (in
+	// percent, increasing, each under 100) the release takes in turn before
+	// it is promoted; CanaryPause is how long each is held and watched.
+	CanarySteps []int
+	CanaryPause time.Duration
+	// HTTPRoute, with the canary strategy, names a Gateway API HTTPRoute
+	// whose backend weights split the traffic; empty, the replica ratio of
+	// the stable and canary Deployments does.
+	HTTPRoute string
 }
 
 // Strategy names how a release reaches traffic.
@@ -67,6 +77,11 @@ const (
 	// DEPLOYMENT-green, waits until it is available, then switches the
 	// router (a Service or an Ingress) to it.
 	BlueGreen Strategy = "blue-green"
+	// Canary runs the release on DEPLOYMENT-canary beside the stable
+	// DEPLOYMENT, gives it each of CanarySteps' shares of traffic in turn,
+	// each held and watched for CanaryPause, then promotes it to the
+	// stable Deployment and scales the canary to 0.
+	Canary Strategy = "canary"
 )
 
 // Defaults of the optional settings.
@@ -85,7 +100,17 @@ const (
 	DefaultIngressScaleDownDelay = 2 * time.Minute
 	// DefaultGateTimeout is the gate timeout when none is set.
 	DefaultGateTimeout = 3 * time.Minute
+	// DefaultCanaryRolloutTimeout is the rollout timeout when none is set
+	// with the canary strategy: its schedule waits for a rollout once per
+	// step and once more to promote, all within one event.
+	DefaultCanaryRolloutTimeout = time.Minute
+	// DefaultCanaryPause is how long each canary step is held when
+	// CANARY_PAUSE is not set.
+	DefaultCanaryPause = time.Minute
 )
+
+// DefaultCanarySteps are the canary steps when CANARY_STEPS is not set.
+var DefaultCanarySteps = []int{10, 50}
 
 // The bounds of one event's work.
 const (
@@ -101,10 +126,15 @@ const (
 // Budget is how long one event's cluster work for t may take:
 // RollingBudget, plus RolloutTimeout with blue-green, which waits for the
 // idle colour, plus ScaleDownDelay when the old colour is scaled down after
-// the switch, plus GateTimeout for each gate. Build rejects a target whose
-// Budget is over MaxBudget.
+// the switch. With canary it is the whole schedule instead: RollingBudget,
+// plus RolloutTimeout and CanaryPause for each step, plus RolloutTimeout for
+// the promotion. Either way, plus GateTimeout for each gate. Build rejects a
+// target whose Budget is over MaxBudget.
 func (t Target) Budget() time.Duration {
 	gates := time.Duration(len(t.Gates)) * t.GateTimeout
+	if t.Strategy == Canary {
+		return RollingBudget + time.Duration(len(t.CanarySteps))*(t.RolloutTimeout+t.CanaryPause) + t.RolloutTimeout + gates
+	}
 	if t.Strategy != BlueGreen {
 		return RollingBudget + gates
 	}

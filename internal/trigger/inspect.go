@@ -23,9 +23,12 @@ func (h *Handler) Inspect(ctx context.Context, name string) (rollout.State, erro
 		return rollout.State{}, err
 	}
 	var s rollout.State
-	if t.Strategy == target.BlueGreen {
+	switch t.Strategy {
+	case target.BlueGreen:
 		s, err = rollout.InspectBlueGreen(ctx, client, blueGreenTarget(t))
-	} else {
+	case target.Canary:
+		s, err = rollout.InspectCanary(ctx, client, canaryTarget(t))
+	default:
 		s, err = rollout.Inspect(ctx, client, rollingTarget(t))
 	}
 	conn.Forget(err)

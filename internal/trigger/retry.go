@@ -27,9 +27,9 @@ import (
 // router pointing at neither colour, a release that exceeded its progress
 // deadline, an unreadable release record, a build ID that cannot be a label
 // value, a release gate that failed or cannot run, a build that Cloud Build
-// refuses) are not retryable; a release gate not done within GATE_TIMEOUT
-// is, and so is a build Cloud Build could not be asked about (Unavailable,
-// DeadlineExceeded, PermissionDenied). An error this function does not recognise is
+// refuses, an aborted canary) are not retryable; a release gate not done
+// within GATE_TIMEOUT is, and so is a build Cloud Build could not be asked
+// about (Unavailable, DeadlineExceeded, PermissionDenied). An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
 func Retryable(err error) bool {
 	switch {
@@ -44,6 +44,7 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrBuildIDInvalid),
 		errors.Is(err, rollout.ErrGateFailed),
 		errors.Is(err, rollout.ErrGateInvalid),
+		errors.Is(err, rollout.ErrCanaryAborted),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, ErrFutureBuild),

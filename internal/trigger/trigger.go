@@ -499,6 +499,10 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 		o := blueGreenOptions(t, h.cfg.DryRun)
 		o.Gates = gates(t)
 		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, o)
+	case target.Canary:
+		o := canaryOptions(t, h.cfg.DryRun)
+		o.Gates = gates(t)
+		res, err = rollout.Canary(ctx, client, canaryTarget(t), release, o)
 	default:
 		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun, Gates: gates(t)})
 	}
@@ -519,9 +523,12 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 // service/web".
 func (h *Handler) describe(t target.Target) string {
 	var s string
-	if t.Strategy == target.BlueGreen {
+	switch t.Strategy {
+	case target.BlueGreen:
 		s = blueGreenTarget(t).String()
-	} else {
+	case target.Canary:
+		s = canaryTarget(t).String()
+	default:
 		s = rollingTarget(t).String()
 	}
 	if h.named {
@@ -534,8 +541,10 @@ func (h *Handler) describe(t target.Target) string {
 // to the release before the live one: a blue-green target's router goes back
 // to the colour traffic left at the last switch (see rollout.Rollback); a
 // rolling target's Deployment goes back to its previous revision, as
-// `kubectl rollout undo` does (see rollout.Undo). Either way the build taken
-// out is not deployed again by a redelivery. A name that picks no target is
+// `kubectl rollout undo` does (see rollout.Undo); a canary target's canary
+// in progress is aborted (see rollout.AbortCanary), or without one its
+// stable Deployment goes back as a rolling one does. Either way the build
+// taken out is not deployed again by a redelivery. A name that picks no target is
 // an error wrapping config.ErrNoTarget, and nothing is done.
 func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, error) {
 	t, err := h.cfg.Target(name)
@@ -548,9 +557,17 @@ func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, er
 		return rollout.Result{}, err
 	}
 	var res rollout.Result
-	if t.Strategy == target.BlueGreen {
+	switch t.Strategy {
+	case target.BlueGreen:
 		res, err = rollout.Rollback(ctx, client, blueGreenTarget(t), blueGreenOptions(t, h.cfg.DryRun))
-	} else {
+	case target.Canary:
+		// A canary in progress is aborted; without one, the stable
+		// Deployment goes back as a rolling one does.
+		res, err = rollout.AbortCanary(ctx, client, canaryTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
+		if errors.Is(err, rollout.ErrNoCanary) {
+			res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
+		}
+	default:
 		res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
 	}
 	conn.Forget(err)
@@ -578,6 +595,15 @@ func gates(t target.Target) rollout.Gates {
 func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 	return rollout.BlueGreenOptions{Timeout: t.RolloutTimeout, ScaleDownOld: t.ScaleDownOld, ScaleDownDelay: t.ScaleDownDelay,
 		DryRun: dryRun, ClaimExpiry: t.Budget()}
+}
+
+func canaryTarget(t target.Target) rollout.CanaryTarget {
+	return rollout.CanaryTarget{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container}
+}
+
+func canaryOptions(t target.Target, dryRun bool) rollout.CanaryOptions {
+	return rollout.CanaryOptions{Steps: t.CanarySteps, Pause: t.CanaryPause, Timeout: t.RolloutTimeout,
+		ClaimExpiry: t.Budget(), DryRun: dryRun}
 }
 
 // pushed lists a build's pushed image names, for a skip reason: five at

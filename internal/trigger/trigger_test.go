@@ -259,6 +259,7 @@ func TestReportTarget(t *testing.T) {
 		{map[string]string{"STRATEGY": "rolling"}, "default/web:web"},
 		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web"}, "default/web-{blue,green}:web via service/web"},
 		{map[string]string{"STRATEGY": "blue-green", "INGRESS": "web.public"}, "default/web-{blue,green}:web via ingress/web.public"},
+		{map[string]string{"STRATEGY": "canary"}, "default/web(+web-canary):web"},
 	} {
 		h := New(testConfig(t, tt.env), Options{Connector: down, Now: func() time.Time { return now }})
 		rep, _ := handleOne(t, h, event(t, readBuild(t, "web-1-success.json"), nil, now))
@@ -289,6 +290,8 @@ func TestHandleBoundsTheClusterWork(t *testing.T) {
 		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m"}, target.RollingBudget + 3*time.Minute},
 		{map[string]string{"STRATEGY": "blue-green", "SERVICE": "web", "ROLLOUT_TIMEOUT": "3m", "SCALE_DOWN_OLD": "true", "SCALE_DOWN_DELAY": "45s"},
 			target.RollingBudget + 3*time.Minute + 45*time.Second},
+		{map[string]string{"STRATEGY": "canary", "CANARY_STEPS": "5,20,50", "CANARY_PAUSE": "30s", "ROLLOUT_TIMEOUT": "40s"},
+			target.RollingBudget + 3*(40*time.Second+30*time.Second) + 40*time.Second},
 	} {
 		conn := &connector{client: fake.NewClientset(webDeployment())}
 		h := New(testConfig(t, tt.env), Options{Connector: conn, Now: func() time.Time { return now }})
@@ -336,6 +339,8 @@ func TestRetryable(t *testing.T) {
 		{"router on neither colour", fmt.Errorf("x: %w", rollout.ErrRouterUnknown), false},
 		{"progress deadline exceeded", fmt.Errorf("x: %w", rollout.ErrProgressDeadline), false},
 		{"rollout timeout", fmt.Errorf("x: %w", rollout.ErrRolloutTimeout), true},
+		{"canary aborted", fmt.Errorf("x: %w", rollout.ErrCanaryAborted), false},
+		{"canary driven by another invocation", fmt.Errorf("x: %w", rollout.ErrCanaryBusy), true},
 		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
 		{"no publish time", fmt.Errorf("x: %w", ErrNoPublishTime), false},
 		{"remote emulator", fmt.Errorf("x: %w", emulator.ErrNotLoopback), false},
@@ -659,5 +664,29 @@ func TestHandleAppliesTheRules(t *testing.T) {
 				t.Errorf("Handle (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// With the canary strategy, Rollback aborts the canary in progress, and
+// Inspect shows it.
+func TestRollbackCanary(t *testing.T) {
+	canary := webDeployment()
+	canary.Name = "web-canary"
+	canary.Annotations = map[string]string{rollout.AnnotationCanary: `{"build":"b2","createTime":"2026-11-02T10:00:00Z","step":0,"percent":10,"holder":"x","claimedAt":"2026-11-02T10:00:00Z"}`}
+	cs := fake.NewClientset(webDeployment(), canary)
+	cfg, err := config.LoadTarget(func(k string) string {
+		return map[string]string{"KUBECONFIG": "/dev/null", "STRATEGY": "canary", "DEPLOYMENT": "web", "CONTAINER": "web"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(cfg, Options{Connector: &connector{client: cs}})
+	s, err := h.Inspect(context.Background(), "")
+	if err != nil || !strings.HasPrefix(s.Deploying, "build b2 at 10% on web-canary") {
+		t.Errorf("Inspect() deploying %q, %v; want the canary in progress", s.Deploying, err)
+	}
+	res, err := h.Rollback(context.Background(), "")
+	if err != nil || res.Outcome != rollout.Deployed || !strings.HasPrefix(res.Reason, "aborted the canary of build b2 at 10%") {
+		t.Errorf("Rollback() = %s %q, %v; want the canary aborted", res.Outcome, res.Reason, err)
 	}
 }
