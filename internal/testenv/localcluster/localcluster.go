@@ -48,6 +48,14 @@ import (
 // its Ready condition stays False forever, as if its readiness probe failed.
 const NeverReadyLabel = "onnewimage.dev/never-ready"
 
+// RestartLabel is the label that crashes a pod once: a second after kwok
+// takes a pod labelled RestartLabel=true to phase Running, each of its
+// containers is recorded as restarted (restartCount 1, the last run
+// terminated with exit code 1, reason Error, and the message its annotation
+// TerminationMessageAnnotation holds), then runs again. It plays a release
+// whose containers crash.
+const RestartLabel = "onnewimage.dev/restart"
+
 // Labels and an annotation that decide how kwok ends a Job's pod. A Job's
 // pod completes (exit 0) once running, unless labelled FailLabel=true: then
 // each of its containers exits 1 with the termination message its
@@ -73,9 +81,9 @@ const (
 )
 
 // stages holds the kwok Stage objects: kwok's "fast" node and pod stages plus
-// pod-never-ready.yaml, which implements NeverReadyLabel, and pod-fail.yaml,
+// pod-never-ready.yaml, which implements NeverReadyLabel, pod-fail.yaml,
 // which implements FailLabel (pod-complete.yaml leaves FailLabel and
-// HoldLabel pods alone).
+// HoldLabel pods alone), and pod-restart.yaml, which implements RestartLabel.
 //
 //go:embed stages/*.yaml
 var stages embed.FS

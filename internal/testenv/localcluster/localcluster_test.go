@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -194,6 +195,81 @@ func TestCluster(t *testing.T) {
 		}
 		if status, done, _ := rollout.Status(d); done || d.Status.AvailableReplicas != 0 {
 			t.Errorf("deployment of never-ready pods: %q, available %d; want not rolled out, 0", status, d.Status.AvailableReplicas)
+		}
+	})
+
+	t.Run("LabelledPodRestartsOnce", func(t *testing.T) {
+		ns := "crashing"
+		if err := c.EnsureNamespace(ctx, ns); err != nil {
+			t.Fatal(err)
+		}
+		pods := admin.CoreV1().Pods(ns)
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: "crasher",
+				Labels:      map[string]string{RestartLabel: "true"},
+				Annotations: map[string]string{TerminationMessageAnnotation: "crashed on purpose"}},
+			Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "example.com/web:crashing"}}},
+		}
+		created, err := pods.Create(ctx, pod, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := pods.Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=crasher", ResourceVersion: created.ResourceVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer w.Stop()
+		// Wait, by watch, for the restart; then watch a while longer: the
+		// container restarts once, not every second.
+		var running, restarted time.Time
+		var last *corev1.Pod
+		restarts := 0
+		timeout := time.After(30 * time.Second)
+		var settled <-chan time.Time
+	watching:
+		for {
+			select {
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					t.Fatal("watch ended early")
+				}
+				p, ok := ev.Object.(*corev1.Pod)
+				if !ok {
+					t.Fatalf("watch event %s carries %T", ev.Type, ev.Object)
+				}
+				if p.Status.Phase == corev1.PodRunning && running.IsZero() {
+					running = time.Now()
+				}
+				if cs := p.Status.ContainerStatuses; len(cs) == 1 && cs[0].LastTerminationState.Terminated != nil &&
+					(last == nil || last.Status.ContainerStatuses[0].LastTerminationState.Terminated == nil ||
+						!cs[0].LastTerminationState.Terminated.FinishedAt.Equal(&last.Status.ContainerStatuses[0].LastTerminationState.Terminated.FinishedAt)) {
+					restarts++
+					if restarted.IsZero() {
+						restarted = time.Now()
+						settled = time.After(3 * time.Second)
+					}
+				}
+				last = p
+			case <-timeout:
+				t.Fatalf("no restart within 30s of creation (last status %+v)", last.Status)
+			case <-settled:
+				break watching
+			}
+		}
+		t.Logf("restarted %s after running", restarted.Sub(running).Round(time.Millisecond))
+		if restarts != 1 {
+			t.Errorf("container terminated %d times, want once", restarts)
+		}
+		if last.Status.Phase != corev1.PodRunning || !podReady(last) {
+			t.Errorf("after the restart: phase %s, ready %v; want Running and ready again", last.Status.Phase, podReady(last))
+		}
+		st := last.Status.ContainerStatuses[0]
+		term := st.LastTerminationState.Terminated
+		got := fmt.Sprintf("restartCount=%d running=%v ready=%v exit=%d reason=%s message=%q",
+			st.RestartCount, st.State.Running != nil, st.Ready, term.ExitCode, term.Reason, term.Message)
+		want := `restartCount=1 running=true ready=true exit=1 reason=Error message="crashed on purpose"`
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("container status after the restart (-want +got):\n%s", diff)
 		}
 	})
 
@@ -524,6 +600,39 @@ func TestStagesKeepNeverReadyPodsUnready(t *testing.T) {
 	}
 }
 
+// TestStagesRestartLabelledPods checks that pod-restart takes running pods
+// labelled RestartLabel=true, once: not those it already restarted.
+func TestStagesRestartLabelledPods(t *testing.T) {
+	path := t.TempDir() + "/kwok.yaml"
+	if err := writeStages(path); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	config := string(b)
+	if !strings.Contains(config, "\n  name: pod-restart\n") {
+		t.Fatal("kwok configuration lacks stage pod-restart")
+	}
+	stage := config[strings.Index(config, "\n  name: pod-restart\n"):]
+	if end := strings.Index(stage, "\n---\n"); end >= 0 {
+		stage = stage[:end]
+	}
+	for _, want := range []string{
+		`.metadata.labels["` + RestartLabel + `"]`,
+		`.status.containerStatuses.[].lastState.terminated`,
+		`index . "` + TerminationMessageAnnotation + `"`,
+	} {
+		if !strings.Contains(stage, want) {
+			t.Errorf("stage pod-restart lacks %s", want)
+		}
+	}
+	if got := strings.Count(config, `"`+RestartLabel+`"`); got != 1 {
+		t.Errorf("stages name %s %d times, want 1 (pod-restart only)", RestartLabel, got)
+	}
+}
+
 func TestAwaitQuotesLogOfExitedProcess(t *testing.T) {
 	dir := t.TempDir()
 	p, err := startProcess("crasher", "/bin/sh", []string{"-c", "echo bad flag --foo; exit 3"}, nil, dir+"/crasher.log")
@@ -589,7 +698,7 @@ func TestStagesEndJobPodsByLabel(t *testing.T) {
 	if !strings.Contains(config, "\n  name: pod-fail\n") {
 		t.Error("kwok configuration lacks stage pod-fail")
 	}
-	for label, want := range map[string]int{FailLabel: 2, HoldLabel: 1, TerminationMessageAnnotation: 1} {
+	for label, want := range map[string]int{FailLabel: 2, HoldLabel: 1, TerminationMessageAnnotation: 2 /* pod-fail, pod-restart */} {
 		if got := strings.Count(config, `"`+label+`"`); got != want {
 			t.Errorf("stages name %s %d times, want %d", label, got, want)
 		}
