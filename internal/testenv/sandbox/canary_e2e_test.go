@@ -14,8 +14,10 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
+	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
 )
 
 // canaryHistory records, in the order etcd applied them, the changes that
@@ -155,9 +157,9 @@ func TestE2ECanaryStepsThenPromotes(t *testing.T) {
 func TestE2ECanaryAbortsOnRestart(t *testing.T) {
 	sb, ctx := canarySandbox(t)
 	b1 := load(t, "web-1-success.json")
-	// Build 1 crashes: the first of its canary pods to become ready has its
-	// container restart, as the kubelet would record it.
-	crash(ctx, t, sb, pinned(b1))
+	// Build 1 crashes: kwok restarts its canary pod's container a second
+	// after it runs (exit code 1, the pod's termination message).
+	crash(ctx, t, sb, "web-canary", "crashed on purpose")
 	h := recordCanary(ctx, t, sb)
 	restarted := watchRestarts(ctx, t, sb)
 	stableBefore := getDeployment(ctx, t, sb, Deployment)
@@ -235,42 +237,16 @@ func watchRestarts(ctx context.Context, t *testing.T, sb *Sandbox) func() (time.
 	}
 }
 
-// crash plays the kubelet of a crashing container: the first canary pod
-// running image to become ready gets a restart recorded in its status
-// (restartCount 1, the last run terminated with exit code 1).
-func crash(ctx context.Context, t *testing.T, sb *Sandbox, image string) {
+// crash labels the pod template of deployment name so that kwok restarts
+// each of its pods' containers once, a second after they run, with exit
+// code 1 and message (see localcluster.RestartLabel).
+func crash(ctx context.Context, t *testing.T, sb *Sandbox, name, message string) {
 	t.Helper()
-	pods := sb.Admin.CoreV1().Pods(Namespace)
-	w, err := pods.Watch(ctx, metav1.ListOptions{LabelSelector: "track=canary"})
-	if err != nil {
+	patch := fmt.Sprintf(`{"spec":{"template":{"metadata":{"labels":{%q:"true"},"annotations":{%q:%q}}}}}`,
+		localcluster.RestartLabel, localcluster.TerminationMessageAnnotation, message)
+	if _, err := sb.Admin.AppsV1().Deployments(Namespace).Patch(ctx, name, types.StrategicMergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(w.Stop)
-	go func() {
-		for ev := range w.ResultChan() {
-			p, ok := ev.Object.(*corev1.Pod)
-			if !ok || len(p.Spec.Containers) == 0 || p.Spec.Containers[0].Image != image || len(p.Status.ContainerStatuses) == 0 {
-				continue
-			}
-			ready := false
-			for _, c := range p.Status.Conditions {
-				ready = ready || (c.Type == corev1.PodReady && c.Status == corev1.ConditionTrue)
-			}
-			if !ready {
-				continue
-			}
-			now := metav1.Now()
-			st := &p.Status.ContainerStatuses[0]
-			st.RestartCount = 1
-			st.LastTerminationState.Terminated = &corev1.ContainerStateTerminated{ExitCode: 1, Reason: "Error",
-				Message: "crashed on purpose", StartedAt: now, FinishedAt: now}
-			if _, err := pods.UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
-				t.Errorf("recording a restart of pod %s: %v", p.Name, err)
-			}
-			w.Stop()
-			return
-		}
-	}()
 }
 
 func TestE2ECanaryDuplicateAndNewerDeliveries(t *testing.T) {
