@@ -92,7 +92,7 @@ func runCanary(ctx context.Context, exitAfter bool) error {
 	if err != nil {
 		return err
 	}
-	fmt.Printf("  stable untouched: web runs %s (build %s recorded as rejected)\n", shortImage(image(web)), web.Labels[rollout.LabelNewestBuild])
+	fmt.Printf("  stable untouched: web runs %s (build %s recorded as rejected)\n", shortImage(image(web)), web.Labels[rollout.LabelRejectedBuild])
 
 	step("the rejected build delivered again: it does not start again")
 	if err := deliver(ctx, sb, b2); err != nil {

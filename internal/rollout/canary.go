@@ -148,8 +148,8 @@ func CanaryShare(canary, stable int32) float64 {
 // becoming unready after it was ready, or the canary Deployment losing
 // availability or exceeding its progress deadline aborts: the canary goes
 // to 0 replicas first (traffic back to stable), then the stable
-// Deployment's high-water mark (LabelNewestBuild) is raised to r so that
-// neither r nor an older build starts again; the error wraps
+// Deployment records r as rejected (LabelRejectedBuild, as a failed gate
+// does) so that neither r nor an older build starts again; the error wraps
 // ErrCanaryAborted.
 //
 // A redelivery of r resumes at the recorded step (the rest of its hold
@@ -158,7 +158,7 @@ func CanaryShare(canary, stable int32) float64 {
 func Canary(ctx context.Context, client kubernetes.Interface, t CanaryTarget, r Release, o CanaryOptions) (Result, error) {
 	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
 		return Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
-			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelNewestBuild)
+			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelRejectedBuild)
 	}
 	c := &canaryRun{client: client, t: t, r: r, o: o, holder: newHolder()}
 	var res Result
@@ -345,7 +345,7 @@ func (c *canaryRun) runGates(ctx context.Context) error {
 	if rerr := c.reject(ctx); rerr != nil {
 		return fmt.Errorf("%w; recording build %s as rejected failed (a redelivery may run its gates again): %v", err, c.r.BuildID, rerr)
 	}
-	return fmt.Errorf("%w; build %s is recorded as rejected (label %s): it is not deployed again", err, c.r.BuildID, LabelNewestBuild)
+	return fmt.Errorf("%w; build %s is recorded as rejected (label %s): it is not deployed again", err, c.r.BuildID, LabelRejectedBuild)
 }
 
 func (c *canaryRun) describeStep(i int, n int32) string {
@@ -640,25 +640,14 @@ func (c *canaryRun) abort(ctx context.Context, i int, pod, why string) error {
 			msg, c.t.Deployment, c.r.BuildID, err)}
 	}
 	return &abortError{fmt.Sprintf("%s; traffic is back on %s, and build %s is recorded as rejected (label %s): it is not deployed again",
-		msg, c.t.Deployment, c.r.BuildID, LabelNewestBuild)}
+		msg, c.t.Deployment, c.r.BuildID, LabelRejectedBuild)}
 }
 
-// reject raises the stable Deployment's high-water mark to c.r, unless it
-// is there already or higher: neither c.r nor an older build is deployed
-// again.
+// reject records c.r as rejected on the stable Deployment (see
+// recordRejection): neither c.r nor an older build is deployed again.
 func (c *canaryRun) reject(ctx context.Context) error {
-	return retry.RetryOnConflict(conflictBackoff, func() error {
-		stable, err := c.get(ctx, c.t.Deployment)
-		if err != nil {
-			return err
-		}
-		if mark, err := labelRecord(stable); err == nil && mark.ok && !c.r.newerThan(mark.id, mark.at) {
-			return nil
-		}
-		_, _, err = patchDeployment(ctx, c.client, stable, map[string]any{"metadata": map[string]any{"labels": markLabels(c.r.BuildID, c.r.CreateTime)}},
-			BlueGreenOptions{DryRun: c.o.DryRun})
-		return err
-	})
+	return recordRejection(ctx, c.client, Target{Namespace: c.t.Namespace, Deployment: c.t.Deployment, Container: c.t.Container},
+		c.r, Options{DryRun: c.o.DryRun})
 }
 
 // ErrNoCanary is wrapped by AbortCanary's error when no canary is in
@@ -706,7 +695,7 @@ func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarge
 			t.CanaryDeployment(), t.Deployment, p.Build, err)
 	}
 	res.Reason = fmt.Sprintf("aborted the canary of build %s at %d%%: %s scaled to 0, traffic back on %s; build %s is recorded as rejected (label %s): it is not deployed again",
-		p.Build, p.Percent, t.CanaryDeployment(), t.Deployment, p.Build, LabelNewestBuild)
+		p.Build, p.Percent, t.CanaryDeployment(), t.Deployment, p.Build, LabelRejectedBuild)
 	if o.DryRun {
 		res.Outcome, res.Reason = Skipped, "dry run: the API server accepted the patches to abort the canary of build "+p.Build+"; nothing was changed"
 	}

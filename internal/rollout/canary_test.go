@@ -234,13 +234,13 @@ func TestCanaryAbortsOnRestart(t *testing.T) {
 			if got := imageOf(t, cs, "web"); got != r1.Image.String() {
 				t.Errorf("stable runs %s, want it untouched at %s", got, r1.Image)
 			}
-			if got := getDeployment(t, cs, "web").Labels[LabelNewestBuild]; got != r2.BuildID {
-				t.Errorf("stable's %s = %q, want the rejected build %s", LabelNewestBuild, got, r2.BuildID)
+			if got := getDeployment(t, cs, "web").Labels[LabelRejectedBuild]; got != r2.BuildID {
+				t.Errorf("stable's %s = %q, want the rejected build %s", LabelRejectedBuild, got, r2.BuildID)
 			}
 
 			// Redelivered, the rejected build does not start again.
 			res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Minute))
-			if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "rolled back") {
+			if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "was rejected") {
 				t.Errorf("redelivery: %s %q %v, want skipped as rolled back", res.Outcome, res.Reason, err)
 			}
 		})
@@ -401,13 +401,13 @@ func TestAbortCanary(t *testing.T) {
 		t.Fatalf("AbortCanary: %v", err)
 	}
 	want := Result{Outcome: Deployed, Previous: r1.Image.String(),
-		Reason: "aborted the canary of build build-2 at 50%: web-canary scaled to 0, traffic back on web; build build-2 is recorded as rejected (label onnewimage.dev/newest-build): it is not deployed again"}
+		Reason: "aborted the canary of build build-2 at 50%: web-canary scaled to 0, traffic back on web; build build-2 is recorded as rejected (label onnewimage.dev/rejected-build): it is not deployed again"}
 	if diff := cmp.Diff(want, res, ignorePatch); diff != "" {
 		t.Errorf("AbortCanary (-want +got):\n%s", diff)
 	}
 	c := getDeployment(t, cs, "web-canary")
 	got := fmt.Sprintf("canary replicas=%d progress=%q stable newest=%s image=%s", replicas(c), c.Annotations[AnnotationCanary],
-		getDeployment(t, cs, "web").Labels[LabelNewestBuild], imageOf(t, cs, "web"))
+		getDeployment(t, cs, "web").Labels[LabelRejectedBuild], imageOf(t, cs, "web"))
 	if diff := cmp.Diff(`canary replicas=0 progress="" stable newest=build-2 image=`+r1.Image.String(), got); diff != "" {
 		t.Errorf("after the abort (-want +got):\n%s", diff)
 	}
@@ -432,8 +432,8 @@ func TestAbortCanaryStopsTheRunningInvocation(t *testing.T) {
 	if err := <-aborted; err != nil {
 		t.Fatalf("AbortCanary: %v", err)
 	}
-	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "rolled back") {
-		t.Errorf("Canary = %s %q %v, want skipped: its build was rolled back", res.Outcome, res.Reason, err)
+	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "was rejected") {
+		t.Errorf("Canary = %s %q %v, want skipped: its build was rejected", res.Outcome, res.Reason, err)
 	}
 	if diff := cmp.Diff([]string{"web-canary replicas=1", "web-canary replicas=0"}, h.get()); diff != "" {
 		t.Errorf("traffic and stable writes (-want +got):\n%s", diff)

@@ -371,9 +371,9 @@ func rejectedReason(rejected record, r Release) string {
 	case !rejected.ok:
 		return ""
 	case rejected.id == r.BuildID:
-		return fmt.Sprintf("build %s was rejected by a release gate: it is not deployed, nor are its gates run again", r.BuildID)
+		return fmt.Sprintf("build %s was rejected (a release gate failed, or its canary was aborted): it is not deployed, nor are its gates run again", r.BuildID)
 	case !r.newerThan(rejected.id, rejected.at):
-		return fmt.Sprintf("stale: build %s (created %s) is not newer than build %s (created %s), which a release gate rejected",
+		return fmt.Sprintf("stale: build %s (created %s) is not newer than build %s (created %s), which was rejected (a release gate failed, or its canary was aborted)",
 			r.BuildID, created(r.CreateTime), rejected.id, created(rejected.at))
 	}
 	return ""
@@ -384,8 +384,20 @@ func rejectedReason(rejected record, r Release) string {
 // cannot be written the error is the write's, so that a redelivery, which
 // finds the gate's failed Job, records it again.
 func rejectRolling(ctx context.Context, client kubernetes.Interface, t Target, r Release, gateErr error) error {
+	if err := recordRejection(ctx, client, t, r, Options{}); err != nil {
+		return fmt.Errorf("%v; recording the rejection on deployment %s/%s failed: %w", gateErr, t.Namespace, t.Deployment, err)
+	}
+	return gateErr
+}
+
+// recordRejection labels t's Deployment with r as rejected
+// (LabelRejectedBuild, LabelRejectedBuildTime), unless it records a newer
+// rejection already: neither r nor an older build is deployed there again
+// (see decide). A gate that failed and an aborted canary leave this one
+// record.
+func recordRejection(ctx context.Context, client kubernetes.Interface, t Target, r Release, o Options) error {
 	deployments := client.AppsV1().Deployments(t.Namespace)
-	err := retry.RetryOnConflict(conflictBackoff, func() error {
+	return retry.RetryOnConflict(conflictBackoff, func() error {
 		d, err := deployments.Get(ctx, t.Deployment, metav1.GetOptions{})
 		if err != nil {
 			return fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, t.Deployment, err)
@@ -401,15 +413,11 @@ func rejectRolling(ctx context.Context, client kubernetes.Interface, t Target, r
 				LabelRejectedBuildTime: r.CreateTime.UTC().Format(LabelTimeLayout),
 			},
 		}})
-		if _, err := deployments.Patch(ctx, t.Deployment, types.StrategicMergePatchType, patch, patchOptions(Options{})); err != nil {
+		if _, err := deployments.Patch(ctx, t.Deployment, types.StrategicMergePatchType, patch, patchOptions(o)); err != nil {
 			return fmt.Errorf("patching deployment %s/%s: %w", t.Namespace, t.Deployment, err)
 		}
 		return nil
 	})
-	if err != nil {
-		return fmt.Errorf("%v; recording the rejection on deployment %s/%s failed: %w", gateErr, t.Namespace, t.Deployment, err)
-	}
-	return gateErr
 }
 
 // rejectBlueGreen records on s's router that a gate rejected r (unless it

@@ -300,9 +300,9 @@ func TestRollingRejection(t *testing.T) {
 		wantWrites []string
 	}{
 		{r1, Result{Outcome: Skipped, Previous: repo + ":old",
-			Reason: "build build-1 was rejected by a release gate: it is not deployed, nor are its gates run again"}, nil},
+			Reason: "build build-1 was rejected (a release gate failed, or its canary was aborted): it is not deployed, nor are its gates run again"}, nil},
 		{r0, Result{Outcome: Skipped, Previous: repo + ":old",
-			Reason: "stale: build build-0 (created 2026-11-02T10:00:00Z) is not newer than build build-1 (created 2026-11-02T11:00:00Z), which a release gate rejected"}, nil},
+			Reason: "stale: build build-0 (created 2026-11-02T10:00:00Z) is not newer than build build-1 (created 2026-11-02T11:00:00Z), which was rejected (a release gate failed, or its canary was aborted)"}, nil},
 		{r2, Result{Outcome: Deployed, Previous: repo + ":old",
 			Reason: "web rolls from " + repo + ":old to " + r2.Image.String() + " after gates smoke completed"},
 			[]string{"create jobs smoke-build2-4f6caf", "patch deployments web"}},
@@ -466,7 +466,7 @@ func TestBlueGreenGates(t *testing.T) {
 			}
 			cs.ClearActions()
 			res, err = BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
-			if err != nil || res.Reason != "build build-2 was rejected by a release gate: it is not deployed, nor are its gates run again" {
+			if err != nil || res.Reason != "build build-2 was rejected (a release gate failed, or its canary was aborted): it is not deployed, nor are its gates run again" {
 				t.Errorf("redelivery = %+v, %v; want skipped as rejected", res, err)
 			}
 			if w := writes(cs); len(w) != 0 {

@@ -193,8 +193,8 @@ func TestE2ECanaryAbortsOnRestart(t *testing.T) {
 		t.Errorf("stable changed: %s (generation %d), want %s untouched (generation %d)",
 			webContainer(stable), stable.Generation, webContainer(stableBefore), stableBefore.Generation)
 	}
-	if got := stable.Labels[rollout.LabelNewestBuild]; got != b1.GetId() {
-		t.Errorf("stable's %s = %q, want the rejected build %s", rollout.LabelNewestBuild, got, b1.GetId())
+	if got := stable.Labels[rollout.LabelRejectedBuild]; got != b1.GetId() {
+		t.Errorf("stable's %s = %q, want the rejected build %s", rollout.LabelRejectedBuild, got, b1.GetId())
 	}
 	// Redelivered, the rejected build does not start again.
 	if line := publish(ctx, t, sb, b1); line["outcome"] != "skipped" {

@@ -316,7 +316,7 @@ func TestE2EFailingSmokeTestNeverGetsTraffic(t *testing.T) {
 
 	// The same build again: skipped, no gate run again.
 	line = publish(ctx, t, sb, b)
-	if line["outcome"] != "skipped" || !strings.Contains(line["reason"].(string), "rejected by a release gate") {
+	if line["outcome"] != "skipped" || !strings.Contains(line["reason"].(string), "was rejected (a release gate failed") {
 		t.Errorf("redelivery: %v, want skipped as rejected", line)
 	}
 	if diff := cmp.Diff([]string{rollout.JobName("web-migrate", b.GetId()), smoke}, names(gateJobs(ctx, t, sb, b.GetId()))); diff != "" {
