@@ -2,7 +2,6 @@ package onnewimage
 
 import (
 	"context"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -52,19 +51,6 @@ func useResults(t *testing.T, tg *target, topic string) *pstest.Server {
 	return srv
 }
 
-// sendLines delivers r and returns the HTTP status and every line written, in order.
-func sendLines(t *testing.T, r *http.Request) (int, []map[string]any) {
-	t.Helper()
-	logs.take()
-	resp, err := http.DefaultClient.Do(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode, logs.take()
-}
-
 // A result that cannot be published (its topic is missing) is logged at
 // WARNING with the message's content, after the deploy's own line, which
 // is unchanged; the event is acknowledged. Published, it adds no line.
@@ -81,7 +67,7 @@ func TestResultPublishFailureIsAWarning(t *testing.T) {
 			tg := newTarget(t)
 			srv := useResults(t, tg, tt.topic)
 			published := time.Now()
-			code, lines := sendLines(t, deliveries["raw push body"](t, envelope(sample(t, knative), "SUCCESS", published), published))
+			code, lines := deliver(t, deliveries["raw push body"](t, envelope(sample(t, knative), "SUCCESS", published), published))
 			if code != http.StatusOK {
 				t.Errorf("HTTP status %d, want 200 (acknowledged)", code)
 			}

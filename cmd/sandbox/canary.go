@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -106,8 +105,8 @@ func runCanary(ctx context.Context, exitAfter bool) error {
 	if exitAfter {
 		return nil
 	}
-	kubeconfig := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
-	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
+	kubeconfig, err := writeKubeconfig(sb)
+	if err != nil {
 		return err
 	}
 	step("the sandbox stays up until Ctrl-C")

@@ -190,8 +190,8 @@ func run(ctx context.Context, exitAfter, blueGreen bool) error {
 		return err
 	}
 
-	kubeconfig := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
-	if err := os.WriteFile(kubeconfig, mustRead(sb.Cluster.AdminKubeconfig), 0o600); err != nil {
+	kubeconfig, err := writeKubeconfig(sb)
+	if err != nil {
 		return err
 	}
 	rollback := fmt.Sprintf("KUBECONFIG=%s STRATEGY=blue-green SERVICE=web DEPLOYMENT=web CONTAINER=web go run ./cmd/onnewimage rollback", kubeconfig)
@@ -338,6 +338,13 @@ func history(ctx context.Context, sb *sandbox.Sandbox) {
 	for _, rs := range rss.Items {
 		fmt.Printf("%-9s %s\n", rs.Annotations["deployment.kubernetes.io/revision"], rs.Annotations[rollout.AnnotationChangeCause])
 	}
+}
+
+// writeKubeconfig writes the cluster's admin kubeconfig where the demos
+// tell people to find it, and returns that path.
+func writeKubeconfig(sb *sandbox.Sandbox) (string, error) {
+	path := filepath.Join(os.TempDir(), "onnewimage-sandbox.kubeconfig")
+	return path, os.WriteFile(path, mustRead(sb.Cluster.AdminKubeconfig), 0o600)
 }
 
 func mustRead(path string) []byte {
