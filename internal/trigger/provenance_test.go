@@ -120,7 +120,8 @@ func TestHandleConfirmsTheBuild(t *testing.T) {
 				api.builds[tt.api.GetId()] = tt.api
 			}
 			conn := &connector{client: fake.NewClientset(webDeployment())}
-			h := New(verifiedConfig(t), Options{Connector: conn, Builds: api, Now: func() time.Time { return now }})
+			pub := &publisher{}
+			h := New(verifiedConfig(t), Options{Connector: conn, Builds: api, Now: func() time.Time { return now }, Results: pub})
 			rep, err := handleOne(t, h, event(t, tt.msg, map[string]string{"status": "SUCCESS"}, now))
 			if rep.Outcome != tt.outcome || !strings.HasPrefix(rep.Reason, tt.reason) {
 				t.Errorf("Handle() = %s %q\nwant %s %q", rep.Outcome, rep.Reason, tt.outcome, tt.reason)
@@ -139,6 +140,14 @@ func TestHandleConfirmsTheBuild(t *testing.T) {
 			}
 			if len(api.calls) != tt.calls {
 				t.Errorf("%d GetBuild calls, want %d", len(api.calls), tt.calls)
+			}
+			// Refused and unconfirmed builds are results too.
+			var outcomes []string
+			for _, m := range pub.published() {
+				outcomes = append(outcomes, m.Outcome)
+			}
+			if diff := cmp.Diff([]string{string(tt.outcome)}, outcomes); diff != "" {
+				t.Errorf("results published (-want +got):\n%s", diff)
 			}
 			if want := tt.outcome == rollout.Deployed; (conn.calls > 0) != want {
 				t.Errorf("connected to the cluster %d times; want a connection: %v", conn.calls, want)

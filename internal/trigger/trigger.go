@@ -325,7 +325,7 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 			return fail(err)
 		}
 		rep.Confirmed, rep.Status = true, confirmed.GetStatus().String()
-		picks, refused = h.reconcile(picks, confirmed, rep)
+		picks, refused = h.reconcile(ctx, picks, confirmed, rep)
 		build = confirmed
 		if len(picks) == 0 && len(refused) == 0 {
 			_, unmatched := h.pick(build)
@@ -333,9 +333,6 @@ func (h *Handler) Dispatch(ctx context.Context, ev Event, report func(Report)) e
 		}
 	}
 	for _, r := range refused {
-		if t, err := h.cfg.Target(r.TargetName); err == nil {
-			h.publish(ctx, &r, t, build)
-		}
 		report(r)
 	}
 
@@ -425,20 +422,7 @@ func orderable(build *cloudbuildpb.Build, published time.Time) error {
 // be confirmed: refused, or failed (retried when a redelivery can help).
 func (h *Handler) unconfirmed(ctx context.Context, picks []pick, rep Report, claimed *cloudbuildpb.Build, err error, report func(Report)) error {
 	for _, p := range picks {
-		rep := rep
-		rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
-		if p.err == nil {
-			rep.Image = p.ref.String()
-		}
-		if errors.Is(err, provenance.ErrRefused) {
-			rep.Outcome, rep.Reason, rep.Err = rollout.Refused, err.Error(), err
-		} else {
-			rep.fail(err)
-		}
-		if ok, _ := p.t.When.Match(claimed); ok {
-			h.publish(ctx, &rep, p.t, claimed)
-		}
-		report(rep)
+		report(h.refusal(ctx, p, rep, claimed, err))
 	}
 	if Retryable(err) {
 		return err
@@ -446,11 +430,30 @@ func (h *Handler) unconfirmed(ctx context.Context, picks []pick, rep Report, cla
 	return nil
 }
 
+// refusal is rep completed for p's target with err: refused when err wraps
+// provenance.ErrRefused, else failed. Its result is published when the
+// target's rules let build in, as for any other outcome.
+func (h *Handler) refusal(ctx context.Context, p pick, rep Report, build *cloudbuildpb.Build, err error) Report {
+	rep.TargetName, rep.Target = p.t.Name, h.describe(p.t)
+	if p.err == nil {
+		rep.Image = p.ref.String()
+	}
+	if errors.Is(err, provenance.ErrRefused) {
+		rep.Outcome, rep.Reason, rep.Err = rollout.Refused, err.Error(), err
+	} else {
+		rep.fail(err)
+	}
+	if ok, _ := p.t.When.Match(build); ok {
+		h.publish(ctx, &rep, p.t, build)
+	}
+	return rep
+}
+
 // reconcile makes the decisions again on confirmed, Cloud Build's copy of
 // the build the message claimed: it returns the targets confirmed concerns,
 // and a refusal for each target whose image the message claims with a
 // digest that confirmed did not push.
-func (h *Handler) reconcile(claimed []pick, confirmed *cloudbuildpb.Build, rep Report) (picks []pick, refused []Report) {
+func (h *Handler) reconcile(ctx context.Context, claimed []pick, confirmed *cloudbuildpb.Build, rep Report) (picks []pick, refused []Report) {
 	all, _ := h.pick(confirmed)
 	byName := map[string]pick{}
 	for _, p := range all {
@@ -466,10 +469,7 @@ func (h *Handler) reconcile(claimed []pick, confirmed *cloudbuildpb.Build, rep R
 		}
 		err := fmt.Errorf("%w: cloud build's copy of build %s pushed no %s@%s (it pushed: %s)",
 			provenance.ErrRefused, confirmed.GetId(), c.ref.Repository, c.ref.Digest, pushedDigests(confirmed))
-		r := rep
-		r.TargetName, r.Target, r.Image = c.t.Name, h.describe(c.t), c.ref.String()
-		r.Outcome, r.Reason, r.Err = rollout.Refused, err.Error(), err
-		refused = append(refused, r)
+		refused = append(refused, h.refusal(ctx, c, rep, confirmed, err))
 		out[c.t.Name] = true
 	}
 	for _, p := range all {
@@ -496,13 +496,9 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	var res rollout.Result
 	switch t.Strategy {
 	case target.BlueGreen:
-		o := blueGreenOptions(t, h.cfg.DryRun)
-		o.Gates = gates(t)
-		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, o)
+		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
 	case target.Canary:
-		o := canaryOptions(t, h.cfg.DryRun)
-		o.Gates = gates(t)
-		res, err = rollout.Canary(ctx, client, canaryTarget(t), release, o)
+		res, err = rollout.Canary(ctx, client, canaryTarget(t), release, canaryOptions(t, h.cfg.DryRun))
 	default:
 		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun, Gates: gates(t)})
 	}
@@ -594,7 +590,7 @@ func gates(t target.Target) rollout.Gates {
 
 func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 	return rollout.BlueGreenOptions{Timeout: t.RolloutTimeout, ScaleDownOld: t.ScaleDownOld, ScaleDownDelay: t.ScaleDownDelay,
-		DryRun: dryRun, ClaimExpiry: t.Budget()}
+		DryRun: dryRun, ClaimExpiry: t.Budget(), Gates: gates(t)}
 }
 
 func canaryTarget(t target.Target) rollout.CanaryTarget {
@@ -603,7 +599,7 @@ func canaryTarget(t target.Target) rollout.CanaryTarget {
 
 func canaryOptions(t target.Target, dryRun bool) rollout.CanaryOptions {
 	return rollout.CanaryOptions{Steps: t.CanarySteps, Pause: t.CanaryPause, Timeout: t.RolloutTimeout,
-		ClaimExpiry: t.Budget(), DryRun: dryRun}
+		ClaimExpiry: t.Budget(), DryRun: dryRun, Gates: gates(t)}
 }
 
 // pushed lists a build's pushed image names, for a skip reason: five at
