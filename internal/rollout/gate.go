@@ -14,12 +14,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/util/retry"
 
@@ -248,14 +246,7 @@ func (g Gates) wait(ctx context.Context, client kubernetes.Interface, gate strin
 		waitCtx, cancel = context.WithTimeoutCause(ctx, g.Timeout, errGateTimeout)
 	}
 	defer cancel()
-	jobs := client.BatchV1().Jobs(job.Namespace)
-	byName := fields.OneTermEqualSelector("metadata.name", job.Name).String()
-	w, err := watchtools.NewRetryWatcherWithContext(waitCtx, job.ResourceVersion, &cache.ListWatch{
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			opts.FieldSelector = byName
-			return jobs.Watch(ctx, opts)
-		},
-	})
+	w, err := watchByName(waitCtx, job.ResourceVersion, job.Name, client.BatchV1().Jobs(job.Namespace).Watch)
 	if err != nil {
 		return fmt.Errorf("gate %s: watching job %s/%s: %w", gate, job.Namespace, job.Name, err)
 	}

@@ -43,17 +43,11 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 		return d, err
 	}
 
-	deployments := client.AppsV1().Deployments(d.Namespace)
-	byName := fields.OneTermEqualSelector("metadata.name", d.Name).String()
-	w, err := watchtools.NewRetryWatcherWithContext(ctx, d.ResourceVersion, &cache.ListWatch{
-		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-			opts.FieldSelector = byName
-			return deployments.Watch(ctx, opts)
-		},
-	})
+	w, err := watchByName(ctx, d.ResourceVersion, d.Name, client.AppsV1().Deployments(d.Namespace).Watch)
 	if err != nil {
 		return d, fmt.Errorf("watching deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
+	defer w.Stop()
 	last := d
 	_, err = watchtools.UntilWithoutRetry(ctx, w, func(ev watch.Event) (bool, error) {
 		switch ev.Type {
@@ -82,6 +76,20 @@ func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.D
 		return last, fmt.Errorf("waiting for deployment %s/%s: %w", d.Namespace, d.Name, context.Cause(ctx))
 	}
 	return last, err
+}
+
+// watchByName watches the one object named name through watchFn, from
+// resourceVersion on, resuming after a dropped connection (a RetryWatcher).
+// It selects the object by name with a field selector, which is what RBAC
+// needs to grant watch on one name, or on a kind without list.
+func watchByName(ctx context.Context, resourceVersion, name string, watchFn func(context.Context, metav1.ListOptions) (watch.Interface, error)) (watch.Interface, error) {
+	byName := fields.OneTermEqualSelector("metadata.name", name).String()
+	return watchtools.NewRetryWatcherWithContext(ctx, resourceVersion, &cache.ListWatch{
+		WatchFuncWithContext: func(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+			opts.FieldSelector = byName
+			return watchFn(ctx, opts)
+		},
+	})
 }
 
 // Status says how far d's rollout is, by the rules and in the words of
