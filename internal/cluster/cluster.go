@@ -33,8 +33,6 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -327,14 +325,10 @@ func newClusterManager(emulatorHost string) (ClusterManager, error) {
 	ctx := context.Background()
 	var opts []option.ClientOption
 	if emulatorHost != "" {
-		if err := emulator.CheckHost(emulatorHost); err != nil {
+		var err error
+		if opts, err = emulator.ClientOptions(emulatorHost); err != nil {
 			return nil, fmt.Errorf("container api emulator %q: %w", emulatorHost, err)
 		}
-		opts = append(opts,
-			option.WithEndpoint(emulatorHost),
-			option.WithoutAuthentication(),
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		)
 	}
 	cm, err := container.NewClusterManagerClient(ctx, opts...)
 	if err != nil {

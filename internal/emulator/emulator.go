@@ -1,5 +1,7 @@
 // Package emulator checks the addresses of the local API emulators the
-// function can be pointed at (CONTAINER_EMULATOR_HOST).
+// function can be pointed at (CONTAINER_EMULATOR_HOST,
+// CLOUDBUILD_EMULATOR_HOST, PUBSUB_EMULATOR_HOST), and makes the client
+// options that reach one.
 //
 // An emulator is reached without credentials over plaintext, and what it
 // answers is trusted: the Container API emulator names the endpoint and CA to
@@ -14,6 +16,10 @@ import (
 	"net"
 	"strconv"
 	"strings"
+
+	"google.golang.org/api/option"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 )
 
 // Errors CheckHost wraps. Both are configuration errors: no retry helps.
@@ -43,4 +49,18 @@ func CheckHost(hostport string) error {
 		return nil
 	}
 	return fmt.Errorf("host %s is %w (127.0.0.0/8, ::1 or localhost): an emulator is reached without credentials over plaintext", host, ErrNotLoopback)
+}
+
+// ClientOptions are the options of a Google API client that reaches the
+// emulator at hostport (checked by CheckHost) over plaintext gRPC, without
+// credentials.
+func ClientOptions(hostport string) ([]option.ClientOption, error) {
+	if err := CheckHost(hostport); err != nil {
+		return nil, err
+	}
+	return []option.ClientOption{
+		option.WithEndpoint(hostport),
+		option.WithoutAuthentication(),
+		option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
+	}, nil
 }

@@ -25,9 +25,7 @@ import (
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	"github.com/googleapis/gax-go/v2"
 	"google.golang.org/api/option"
-	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 
 	"github.com/onnewimage/onnewimage/internal/emulator"
@@ -168,14 +166,10 @@ func (v *Verifier) client() (Builds, error) {
 	ctx := context.Background()
 	var opts []option.ClientOption
 	if v.emulatorHost != "" {
-		if err := emulator.CheckHost(v.emulatorHost); err != nil {
+		var err error
+		if opts, err = emulator.ClientOptions(v.emulatorHost); err != nil {
 			return nil, fmt.Errorf("cloud build api emulator %q: %w", v.emulatorHost, err)
 		}
-		opts = append(opts,
-			option.WithEndpoint(v.emulatorHost),
-			option.WithoutAuthentication(),
-			option.WithGRPCDialOption(grpc.WithTransportCredentials(insecure.NewCredentials())),
-		)
 	}
 	c, err := cloudbuild.NewClient(ctx, opts...)
 	if err != nil {
