@@ -579,7 +579,9 @@ func TestWriteTokenFile(t *testing.T) {
 	}
 }
 
-func TestStagesKeepNeverReadyPodsUnready(t *testing.T) {
+// stagesConfig is the kwok configuration writeStages writes.
+func stagesConfig(t *testing.T) string {
+	t.Helper()
 	path := t.TempDir() + "/kwok.yaml"
 	if err := writeStages(path); err != nil {
 		t.Fatal(err)
@@ -588,7 +590,11 @@ func TestStagesKeepNeverReadyPodsUnready(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	config := string(b)
+	return string(b)
+}
+
+func TestStagesKeepNeverReadyPodsUnready(t *testing.T) {
+	config := stagesConfig(t)
 	for _, name := range []string{"node-initialize", "pod-ready", "pod-never-ready", "pod-complete", "pod-delete"} {
 		if !strings.Contains(config, "\n  name: "+name+"\n") {
 			t.Errorf("kwok configuration lacks stage %s", name)
@@ -603,15 +609,7 @@ func TestStagesKeepNeverReadyPodsUnready(t *testing.T) {
 // TestStagesRestartLabelledPods checks that pod-restart takes running pods
 // labelled RestartLabel=true, once: not those it already restarted.
 func TestStagesRestartLabelledPods(t *testing.T) {
-	path := t.TempDir() + "/kwok.yaml"
-	if err := writeStages(path); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := string(b)
+	config := stagesConfig(t)
 	if !strings.Contains(config, "\n  name: pod-restart\n") {
 		t.Fatal("kwok configuration lacks stage pod-restart")
 	}
@@ -686,15 +684,7 @@ func TestPrebuiltAssets(t *testing.T) {
 // TestStagesEndJobPodsByLabel checks that pod-complete leaves FailLabel
 // and HoldLabel pods alone and pod-fail takes FailLabel pods.
 func TestStagesEndJobPodsByLabel(t *testing.T) {
-	path := t.TempDir() + "/kwok.yaml"
-	if err := writeStages(path); err != nil {
-		t.Fatal(err)
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	config := string(b)
+	config := stagesConfig(t)
 	if !strings.Contains(config, "\n  name: pod-fail\n") {
 		t.Error("kwok configuration lacks stage pod-fail")
 	}
