@@ -414,7 +414,8 @@ func (w testWriter) Write(p []byte) (int, error) {
 // Performance section offers. The emulator accepts the filter and ignores
 // it: it pushes every message. This pins that, so that the README's word
 // on it stays true; the day the emulator honours filters, this fails and
-// the sandbox can count invocations per build in that shape.
+// TestE2EInvocationsPerBuild (sandbox) can use the emulator instead of
+// pstest for that shape.
 func testFilter(t *testing.T, e *Emulator) {
 	ctx := context.Background()
 	srv := newPushServer(t, func(int) int { return http.StatusNoContent })

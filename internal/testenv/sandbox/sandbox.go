@@ -508,11 +508,21 @@ func (s *Sandbox) PublishForged(ctx context.Context, b *cloudbuildpb.Build) (str
 // Publish publishes b to the emulator's cloud-builds topic, and to nothing
 // else: the Cloud Build API stand-in does not learn of b.
 func Publish(ctx context.Context, e *pubsubemu.Emulator, b *cloudbuildpb.Build) (string, error) {
-	data, err := protojson.Marshal(b)
+	data, attrs, err := Message(b)
 	if err != nil {
 		return "", err
 	}
-	return e.Publish(ctx, Topic, data, map[string]string{"buildId": b.GetId(), "status": b.GetStatus().String()})
+	return e.Publish(ctx, Topic, data, attrs)
+}
+
+// Message returns b's message on cloud-builds as Cloud Build publishes it:
+// the Build as protobuf JSON, with buildId and status attributes.
+func Message(b *cloudbuildpb.Build) (data []byte, attrs map[string]string, err error) {
+	data, err = protojson.Marshal(b)
+	if err != nil {
+		return nil, nil, err
+	}
+	return data, map[string]string{"buildId": b.GetId(), "status": b.GetStatus().String()}, nil
 }
 
 // LoadBuild reads a build fixture, relative to the repository root.
