@@ -396,6 +396,7 @@ func (b *bench) coldStart(ctx context.Context, sb *sandbox.Sandbox) error {
 		}
 		hq, hrss = append(hq, ms(took)), append(hrss, rss)
 		nb := b.build()
+		sb.CloudBuild.Register(nb) // As Cloud Build stores a build before it publishes it.
 		if took, _, err = firstAnswer(ctx, bins["function"], sb.FunctionEnv(nil), pushBody(nb, "SUCCESS")); err != nil {
 			return err
 		}
@@ -457,7 +458,9 @@ func (b *bench) burst(ctx context.Context, sb *sandbox.Sandbox, bin string) erro
 		}
 	}
 	for i := range 10 {
-		body := pushBody(b.build(), "SUCCESS")
+		nb := b.build()
+		sb.CloudBuild.Register(nb)
+		body := pushBody(nb, "SUCCESS")
 		at := 50 + i*95
 		msgs = slices.Insert(msgs, at, message{"SUCCESS of ours, twice", body}, message{"SUCCESS of ours, twice", body})
 	}
@@ -640,6 +643,7 @@ func (b *bench) switchLatency(ctx context.Context, sb *sandbox.Sandbox) error {
 	var lat []float64
 	for range b.runs {
 		nb := b.build()
+		sb.CloudBuild.Register(nb)
 		mu.Lock()
 		from := len(events)
 		mu.Unlock()
