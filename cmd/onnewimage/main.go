@@ -16,6 +16,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -169,11 +170,21 @@ Flags:
 	return exitOK
 }
 
-// strategy is a target's strategy in a few words: rolling, or blue-green
-// and its router, then its gates if any.
+// strategy is a target's strategy in a few words: rolling, blue-green and
+// its router, or canary, its router and steps; then its gates if any.
 func strategy(t target.Target) string {
 	s := string(t.Strategy)
 	switch {
+	case t.Strategy == target.Canary:
+		router := "replica ratio"
+		if t.HTTPRoute != "" {
+			router = "httproute/" + t.HTTPRoute
+		}
+		steps := make([]string, len(t.CanarySteps))
+		for i, n := range t.CanarySteps {
+			steps[i] = strconv.Itoa(n)
+		}
+		s = fmt.Sprintf("%s %s steps %s (%s each)", t.Strategy, router, strings.Join(steps, ","), t.CanaryPause)
 	case t.Strategy != target.BlueGreen:
 	case t.Ingress != "":
 		s = fmt.Sprintf("%s ingress/%s", t.Strategy, t.Ingress)
