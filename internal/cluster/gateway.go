@@ -3,6 +3,7 @@ package cluster
 import (
 	"context"
 	"fmt"
+	"sync"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -16,16 +17,17 @@ import (
 )
 
 // gatewayScheme holds only the Gateway API's v1 types (and the options
-// of requests): the function does not load gateway-api's clientset, whose
-// scheme registers every version of every kind at start.
-var gatewayScheme = func() *runtime.Scheme {
+// of requests), built on first use: the function does not load
+// gateway-api's clientset, whose scheme registers every version of every
+// kind at start, and a function without an HTTPRoute builds none.
+var gatewayScheme = sync.OnceValue(func() *runtime.Scheme {
 	s := runtime.NewScheme()
 	if err := gatewayv1.Install(s); err != nil {
 		panic(err) // Registering generated types cannot fail.
 	}
 	metav1.AddToGroupVersion(s, schema.GroupVersion{Version: "v1"})
 	return s
-}()
+})
 
 // HTTPRouteClient is a typed client of the HTTPRoutes in one namespace,
 // with client-go's signatures (gateway-api's typed and fake clients have
@@ -49,7 +51,7 @@ func (c *Connector) HTTPRoutes(ctx context.Context, namespace string) (HTTPRoute
 		cfg := rest.CopyConfig(c.cfg)
 		cfg.GroupVersion = &gatewayv1.SchemeGroupVersion
 		cfg.APIPath = "/apis"
-		cfg.NegotiatedSerializer = serializer.NewCodecFactory(gatewayScheme).WithoutConversion()
+		cfg.NegotiatedSerializer = serializer.NewCodecFactory(gatewayScheme()).WithoutConversion()
 		rc, err := rest.RESTClientFor(cfg)
 		if err != nil {
 			return nil, fmt.Errorf("building a gateway api client for %s: %w", c.describe, err)
@@ -57,7 +59,7 @@ func (c *Connector) HTTPRoutes(ctx context.Context, namespace string) (HTTPRoute
 		c.gateway = rc
 	}
 	return gentype.NewClientWithList[*gatewayv1.HTTPRoute, *gatewayv1.HTTPRouteList](
-		"httproutes", c.gateway, runtime.NewParameterCodec(gatewayScheme), namespace,
+		"httproutes", c.gateway, runtime.NewParameterCodec(gatewayScheme()), namespace,
 		func() *gatewayv1.HTTPRoute { return &gatewayv1.HTTPRoute{} },
 		func() *gatewayv1.HTTPRouteList { return &gatewayv1.HTTPRouteList{} }), nil
 }
