@@ -3,6 +3,7 @@
 //
 //	onnewimage check [-env-file FILE] [TARGETS_FILE]
 //	onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]
+//	onnewimage abort [-env-file FILE] [-dry-run] [TARGET]
 //	onnewimage status [-env-file FILE] [-o text|json] [TARGET]
 //
 // Run onnewimage -h for the list, and onnewimage COMMAND -h for one.
@@ -41,6 +42,7 @@ type command struct {
 var commands = []command{
 	{"check", "Configuration", "Validate a targets file, or the variables, without touching any cluster", check},
 	{"rollback", "Release", "Take a target back to the release before the live one", rollback},
+	{"abort", "Release", "Stop a canary in progress at once: traffic back on stable, its build rejected", abort},
 	{"status", "Release", "Show what is live on each target, from which build and commit, and what was kept out", status},
 }
 
