@@ -203,6 +203,9 @@ type canaryRun struct {
 	took string
 	// weights are the HTTPRoute's weights, as last set.
 	weights string
+	// rolledOut is the resourceVersion at which the canary was last seen
+	// rolled out.
+	rolledOut string
 }
 
 func newHolder() string {
@@ -488,6 +491,7 @@ func (c *canaryRun) rollOut(ctx context.Context, canary *appsv1.Deployment, i in
 	if err != nil {
 		return nil, fmt.Errorf("canary at %d%%: %w", c.o.Steps[i], err)
 	}
+	c.rolledOut = got.ResourceVersion
 	return got, nil
 }
 
@@ -503,7 +507,21 @@ func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, 
 	if err != nil {
 		return nil, fmt.Errorf("listing the pods of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
 	}
+	// The pods as they were when the canary was seen rolled out: those of
+	// this release ready then were counted available, so one unready now
+	// became unready after it was ready. One created since is starting.
 	ready := map[string]bool{}
+	if c.rolledOut != "" {
+		then, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector.String(),
+			ResourceVersion: c.rolledOut, ResourceVersionMatch: metav1.ResourceVersionMatchExact})
+		if err == nil { // Compacted away (Gone): only the pods seen ready from now on count.
+			for j := range then.Items {
+				if c.ofRelease(&then.Items[j]) && podReady(&then.Items[j]) {
+					ready[then.Items[j].Name] = true
+				}
+			}
+		}
+	}
 	for j := range list.Items {
 		if pod, why := c.podProblem(&list.Items[j], ready); why != "" {
 			return nil, c.abort(ctx, i, pod, why)
@@ -571,7 +589,7 @@ func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, 
 // the pod was ready and is not any more. ready remembers the pods seen
 // ready.
 func (c *canaryRun) podProblem(pod *corev1.Pod, ready map[string]bool) (string, string) {
-	if ct, _ := findContainer(&pod.Spec, c.t.Container); ct == nil || !sameImage(ct.Image, c.r.Image.String()) {
+	if !c.ofRelease(pod) {
 		return "", "" // Another release's pod, on its way out.
 	}
 	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
@@ -590,18 +608,28 @@ func (c *canaryRun) podProblem(pod *corev1.Pod, ready map[string]bool) (string, 
 		}
 		return pod.Name, why
 	}
-	isReady := false
-	for _, cond := range pod.Status.Conditions {
-		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-			isReady = true
-		}
-	}
-	if isReady {
+	if podReady(pod) {
 		ready[pod.Name] = true
 	} else if ready[pod.Name] {
 		return pod.Name, "became unready after it was ready"
 	}
 	return "", ""
+}
+
+// ofRelease reports whether pod runs this release.
+func (c *canaryRun) ofRelease(pod *corev1.Pod) bool {
+	ct, _ := findContainer(&pod.Spec, c.t.Container)
+	return ct != nil && sameImage(ct.Image, c.r.Image.String())
+}
+
+// podReady reports whether pod's Ready condition is True.
+func podReady(pod *corev1.Pod) bool {
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 func nonEmpty(ss ...string) []string {
