@@ -305,7 +305,7 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 		// The canary's pods are about to run this release: whatever share
 		// the route gives them (another build's canary) goes back to
 		// stable first.
-		if _, err := c.t.setWeights(ctx, 0, false, false); err != nil {
+		if _, err := c.t.setWeights(ctx, 0, false, false, nil); err != nil {
 			return Result{}, err
 		}
 	}
@@ -323,6 +323,15 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 		res.Reason = fmt.Sprintf("dry run: the API server accepted the patch starting the canary of %s at %d%%; nothing was changed or waited for",
 			c.t.CanaryDeployment(), c.o.Steps[start])
 		return res, nil
+	}
+	if c.t.HTTPRoute != "" && !promoting && (p == nil || p.Build != c.r.BuildID) {
+		// Claimed: the invocation that drove another build's canary writes
+		// no weights any more (see moveWeights), but one it had in flight
+		// may have landed since the reset above. Reset again, before this
+		// release's pods are ready.
+		if _, err := c.t.setWeights(ctx, 0, false, false, c.stillClaimed); err != nil {
+			return Result{}, err
+		}
 	}
 
 	for i := start; i < len(c.o.Steps); i++ {
@@ -417,6 +426,14 @@ func (c *canaryRun) moveWeights(ctx context.Context, i int) error {
 	if c.t.HTTPRoute == "" {
 		return nil
 	}
+	var err error
+	c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed)
+	return err
+}
+
+// stillClaimed fails with errChanged once the canary is no longer this
+// invocation's.
+func (c *canaryRun) stillClaimed(ctx context.Context) error {
 	canary, err := c.get(ctx, c.t.CanaryDeployment())
 	if err != nil {
 		return err
@@ -424,8 +441,7 @@ func (c *canaryRun) moveWeights(ctx context.Context, i int) error {
 	if p, _ := readProgress(canary); p == nil || p.Holder != c.holder {
 		return fmt.Errorf("%w: deployment %s was claimed by another release", errChanged, deploymentName(canary))
 	}
-	c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false)
-	return err
+	return nil
 }
 
 // replicas is the canary's replica count for a share of percent: by the
@@ -706,7 +722,7 @@ func (c *canaryRun) toStable(ctx context.Context, force bool) error {
 			return nil
 		}
 		if c.t.HTTPRoute != "" {
-			if c.weights, err = c.t.setWeights(ctx, 0, false, c.o.DryRun); err != nil {
+			if c.weights, err = c.t.setWeights(ctx, 0, false, c.o.DryRun, nil); err != nil {
 				return err
 			}
 		}
@@ -781,7 +797,7 @@ func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarge
 	}
 	c.r = Release{BuildID: p.Build, CreateTime: p.CreateTime}
 	if t.HTTPRoute != "" {
-		if _, err := t.setWeights(ctx, 0, false, o.DryRun); err != nil {
+		if _, err := t.setWeights(ctx, 0, false, o.DryRun, nil); err != nil {
 			return Result{}, err
 		}
 	}

@@ -209,9 +209,16 @@ func (t CanaryTarget) readRoute(ctx context.Context) (routeSplit, error) {
 // weights only ever grow the canary's share; a route already giving it
 // more is left alone (a redelivery never moves traffic backwards). Without
 // forward (traffic back to stable) any share goes. A route already at the
-// weights is not written. It returns the route's weights as it leaves them.
-func (t CanaryTarget) setWeights(ctx context.Context, percent int, forward bool, dryRun bool) (string, error) {
+// weights is not written. still, when not nil, is asked before each
+// attempt whether the write is still wanted (its error is returned). It
+// returns the route's weights as it leaves them.
+func (t CanaryTarget) setWeights(ctx context.Context, percent int, forward bool, dryRun bool, still func(context.Context) error) (string, error) {
 	for attempt := 1; ; attempt++ {
+		if still != nil {
+			if err := still(ctx); err != nil {
+				return "", err
+			}
+		}
 		s, err := t.readRoute(ctx)
 		if err != nil {
 			return "", err

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -322,7 +323,7 @@ func TestSetWeightsRereadsOnConflict(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	got, err := routeTarget(routes).setWeights(context.Background(), 10, true, false)
+	got, err := routeTarget(routes).setWeights(context.Background(), 10, true, false, nil)
 	if err != nil || got != "web 90, web-canary 10" {
 		t.Fatalf("setWeights = %q, %v, want web 90, web-canary 10", got, err)
 	}
@@ -364,5 +365,55 @@ func TestAbortCanaryHTTPRoute(t *testing.T) {
 	}
 	if !strings.Contains(res.Reason, "httproute web weighted 100/0, web-canary scaled to 0") {
 		t.Errorf("reason %q, want it to say the weights went back", res.Reason)
+	}
+}
+
+// TestCanaryHTTPRouteNoShareAfterLosingTheClaim: the route changes under a
+// weights patch (a Conflict) and, meanwhile, another invocation claims the
+// canary: the weights are not written again for a canary no longer this
+// invocation's.
+func TestCanaryHTTPRouteNoShareAfterLosingTheClaim(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	cs := newClientset(t, stable, canary)
+	controller(t, cs, becomesAvailable)
+	h := recordCanary(t, cs)
+	routes := newRoutes(t, h, stableOnly())
+	taken := false
+	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		var ops []struct{ Path, Value any }
+		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
+		if taken || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
+			return false, nil, nil
+		}
+		// The first 90/10 patch: another invocation takes the canary over
+		// (a newer build's claim), and sets the route to 100/0.
+		taken = true
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment).DeepCopy()
+		r3 := release(3, digest3)
+		d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
+			Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		cur, _ := routes.Tracker().Get(httpRoutesGVR, "prod", "web")
+		if err := fakekube.Bump(routes.Tracker(), httpRoutesGVR, "prod", cur, mustMeta(cur).GetResourceVersion()); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+
+	res, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(0))
+	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "superseded: the newer build build-3") {
+		t.Errorf("Canary = %s %q, %v; want skipped, superseded by build-3", res.Outcome, res.Reason, err)
+	}
+	for _, e := range h.get() {
+		if strings.HasPrefix(e, "route ") {
+			t.Errorf("route written %q after the canary was claimed by build-3", e)
+		}
 	}
 }
