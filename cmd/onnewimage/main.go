@@ -3,6 +3,7 @@
 //
 //	onnewimage check [-env-file FILE] [TARGETS_FILE]
 //	onnewimage rollback [-env-file FILE] [-timeout D] [-dry-run] [TARGET]
+//	onnewimage abort [-env-file FILE] [-dry-run] [TARGET]
 //	onnewimage status [-env-file FILE] [-o text|json] [TARGET]
 //
 // Run onnewimage -h for the list, and onnewimage COMMAND -h for one.
@@ -16,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -40,6 +42,7 @@ type command struct {
 var commands = []command{
 	{"check", "Configuration", "Validate a targets file, or the variables, without touching any cluster", check},
 	{"rollback", "Release", "Take a target back to the release before the live one", rollback},
+	{"abort", "Release", "Stop a canary in progress at once: traffic back on stable, its build rejected", abort},
 	{"status", "Release", "Show what is live on each target, from which build and commit, and what was kept out", status},
 }
 
@@ -169,11 +172,21 @@ Flags:
 	return exitOK
 }
 
-// strategy is a target's strategy in a few words: rolling, or blue-green
-// and its router, then its gates if any.
+// strategy is a target's strategy in a few words: rolling, blue-green and
+// its router, or canary, its router and steps; then its gates if any.
 func strategy(t target.Target) string {
 	s := string(t.Strategy)
 	switch {
+	case t.Strategy == target.Canary:
+		router := "replica ratio"
+		if t.HTTPRoute != "" {
+			router = "httproute/" + t.HTTPRoute
+		}
+		steps := make([]string, len(t.CanarySteps))
+		for i, n := range t.CanarySteps {
+			steps[i] = strconv.Itoa(n)
+		}
+		s = fmt.Sprintf("%s %s steps %s (%s each)", t.Strategy, router, strings.Join(steps, ","), t.CanaryPause)
 	case t.Strategy != target.BlueGreen:
 	case t.Ingress != "":
 		s = fmt.Sprintf("%s ingress/%s", t.Strategy, t.Ingress)

@@ -54,6 +54,14 @@ onnewimage check: 7 problems
 			"DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": "web", "GATES": "web-migrate,web-smoke", "GATE_TIMEOUT": "90s"}, 0,
 			"NAME     IMAGE  WHEN  WHERE                                  STRATEGY\n" +
 				"default  web    *     acme/us-central1/prod/default/web:web  rolling gates web-migrate,web-smoke (1m30s each)\n", ""},
+		{"the variables of a canary with an httproute", []string{"check"}, map[string]string{"PROJECT": "acme", "LOCATION": "us-central1", "CLUSTER": "prod",
+			"DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": "web", "STRATEGY": "canary", "HTTPROUTE": "web", "CANARY_STEPS": "5,25"}, 0,
+			"NAME     IMAGE  WHEN  WHERE                                  STRATEGY\n" +
+				"default  web    *     acme/us-central1/prod/default/web:web  canary httproute/web steps 5,25 (1m0s each)\n", ""},
+		{"the variables of a canary by replica ratio", []string{"check"}, map[string]string{"PROJECT": "acme", "LOCATION": "us-central1", "CLUSTER": "prod",
+			"DEPLOYMENT": "web", "CONTAINER": "web", "IMAGE": "web", "STRATEGY": "canary"}, 0,
+			"NAME     IMAGE  WHEN  WHERE                                  STRATEGY\n" +
+				"default  web    *     acme/us-central1/prod/default/web:web  canary replica ratio steps 10,50 (1m0s each)\n", ""},
 		{"bad variables", []string{"check"}, map[string]string{"IMAGE": "web", "DEPLOYMENT": "web", "CONTAINER": "Web", "DRY_RUN": "maybe"}, 1, "",
 			"CLUSTER is required (or KUBECONFIG, to target a local cluster)\n" +
 				`CONTAINER="Web": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')` + "\n" +

@@ -161,6 +161,9 @@ func printStatus(w io.Writer, ts targetStatus) {
 	if s.Deploying != "" {
 		line("deploying", "%s", s.Deploying)
 	}
+	if s.Weights != "" {
+		line("weights", "%s", s.Weights)
+	}
 	if b := s.Records.NewestBuild; b != nil && (s.Live.Build == nil || b.ID != s.Live.Build.ID) {
 		line("newest", "%s", build(b)) // JSON always has it; text when it is not the live build.
 	}

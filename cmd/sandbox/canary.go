@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"strings"
 	"sync"
@@ -12,7 +13,10 @@ import (
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/types"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/testenv/localcluster"
@@ -30,16 +34,25 @@ const canaryCrash = "panic: nil map write in handler /checkout"
 
 // runCanary shows canary releases on the k8s/canary/ layout: one release
 // stepping 10% -> 50% -> promoted, then one whose canary pod restarts and is
-// aborted, the stable Deployment untouched.
-func runCanary(ctx context.Context, exitAfter bool) error {
-	step("starting the sandbox with k8s/canary/ and STRATEGY=canary CANARY_PAUSE=%s", canaryEnv["CANARY_PAUSE"])
-	begin := time.Now()
+// aborted, the stable Deployment untouched. With httpRoute, the HTTPRoute of
+// k8s/canary/httproute/ splits the traffic, and its weights are shown too.
+func runCanary(ctx context.Context, exitAfter, httpRoute bool) error {
 	opts := sandbox.Options{
 		Log:         os.Stdout,
 		ResultTopic: resultTopic,
 		Manifests:   []string{"k8s/canary/deployments.yaml", "k8s/canary/service.yaml", "k8s/canary/rbac.yaml"},
 		FunctionEnv: canaryEnv,
 	}
+	if httpRoute {
+		opts.Manifests = []string{"k8s/canary/deployments.yaml", "k8s/canary/httproute/services.yaml", "k8s/canary/httproute/httproute.yaml",
+			"k8s/canary/rbac.yaml", "k8s/canary/httproute/rbac.yaml"}
+		opts.FunctionEnv = maps.Clone(canaryEnv)
+		opts.FunctionEnv["HTTPROUTE"] = "web"
+		step("starting the sandbox with k8s/canary/, k8s/canary/httproute/ and STRATEGY=canary HTTPROUTE=web CANARY_PAUSE=%s", canaryEnv["CANARY_PAUSE"])
+	} else {
+		step("starting the sandbox with k8s/canary/ and STRATEGY=canary CANARY_PAUSE=%s", canaryEnv["CANARY_PAUSE"])
+	}
+	begin := time.Now()
 	sb, stop, err := start(ctx, opts, begin)
 	if err != nil {
 		return err
@@ -56,6 +69,11 @@ func runCanary(ctx context.Context, exitAfter bool) error {
 	defer stopWatch()
 	if err := watchCanary(watchCtx, sb); err != nil {
 		return err
+	}
+	if httpRoute {
+		if err := watchRoute(watchCtx, sb); err != nil {
+			return err
+		}
 	}
 
 	b1, err := sandbox.LoadBuild("testdata/builds/web-1-success.json")
@@ -116,6 +134,11 @@ func runCanary(ctx context.Context, exitAfter bool) error {
 	if err := watchCanary(ctx, sb); err != nil {
 		return err
 	}
+	if httpRoute {
+		if err := watchRoute(ctx, sb); err != nil {
+			return err
+		}
+	}
 	go results.follow(ctx)
 	followLog(ctx, sb, printDecision)
 	return nil
@@ -173,6 +196,65 @@ func watchCanary(ctx context.Context, sb *sandbox.Sandbox) error {
 		}
 	}()
 	return nil
+}
+
+// watchRoute prints, from a watch until ctx ends, the weights of the
+// HTTPRoute web each time they change.
+func watchRoute(ctx context.Context, sb *sandbox.Sandbox) error {
+	gw, err := gatewayclient.NewForConfig(sb.Cluster.AdminConfig())
+	if err != nil {
+		return err
+	}
+	routes := gw.GatewayV1().HTTPRoutes(sandbox.Namespace)
+	route, err := routes.Get(ctx, "web", metav1.GetOptions{})
+	if err != nil {
+		return err
+	}
+	w, err := routes.Watch(ctx, metav1.ListOptions{ResourceVersion: route.ResourceVersion,
+		FieldSelector: fields.OneTermEqualSelector("metadata.name", "web").String()})
+	if err != nil {
+		return err
+	}
+	last := routeWeights(route)
+	fmt.Println("  " + last)
+	go func() {
+		defer w.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case ev, ok := <-w.ResultChan():
+				if !ok {
+					return
+				}
+				if r, isRoute := ev.Object.(*gatewayv1.HTTPRoute); isRoute {
+					if s := routeWeights(r); s != last {
+						last = s
+						fmt.Println("  " + s)
+					}
+				}
+			}
+		}
+	}()
+	return nil
+}
+
+// routeWeights says how route weighs its backends, rule by rule:
+// "httproute web: web 90, web-canary 10".
+func routeWeights(route *gatewayv1.HTTPRoute) string {
+	var rules []string
+	for _, rule := range route.Spec.Rules {
+		var refs []string
+		for _, ref := range rule.BackendRefs {
+			w := int32(1)
+			if ref.Weight != nil {
+				w = *ref.Weight
+			}
+			refs = append(refs, fmt.Sprintf("%s %d", ref.Name, w))
+		}
+		rules = append(rules, strings.Join(refs, ", "))
+	}
+	return "httproute " + route.Name + ": " + strings.Join(rules, "; ")
 }
 
 // canaryState says where the canary stands: its step (from the progress

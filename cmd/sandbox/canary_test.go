@@ -7,6 +7,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
@@ -54,5 +55,20 @@ func TestCanaryState(t *testing.T) {
 				t.Errorf("canaryState (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestRouteWeights(t *testing.T) {
+	w := func(n int32) *int32 { return &n }
+	ref := func(name string, weight *int32) gatewayv1.HTTPBackendRef {
+		return gatewayv1.HTTPBackendRef{BackendRef: gatewayv1.BackendRef{
+			BackendObjectReference: gatewayv1.BackendObjectReference{Name: gatewayv1.ObjectName(name)}, Weight: weight}}
+	}
+	route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: gatewayv1.HTTPRouteSpec{Rules: []gatewayv1.HTTPRouteRule{
+		{BackendRefs: []gatewayv1.HTTPBackendRef{ref("web", w(90)), ref("web-canary", w(10))}},
+		{BackendRefs: []gatewayv1.HTTPBackendRef{ref("api", nil)}},
+	}}}
+	if diff := cmp.Diff("httproute web: web 90, web-canary 10; api 1", routeWeights(route)); diff != "" {
+		t.Errorf("routeWeights (-want +got):\n%s", diff)
 	}
 }

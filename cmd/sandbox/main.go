@@ -7,6 +7,7 @@
 //	go run ./cmd/sandbox -blue-green  # the same with k8s/blue-green/, STRATEGY=blue-green and the release gates of k8s/gates/
 //	go run ./cmd/sandbox -targets     # two targets from one file: staging from main, production from a tag
 //	go run ./cmd/sandbox -canary      # k8s/canary/ and STRATEGY=canary: a release stepping 10% -> 50% -> promoted, one aborted
+//	go run ./cmd/sandbox -canary -httproute  # the same with k8s/canary/httproute/ and HTTPROUTE=web: weights 90/10, 50/50, 100/0
 //	go run ./cmd/sandbox publish      # publish a fresh build to a running sandbox
 //
 // The function publishes each result to the topic deploy-results, and a
@@ -52,6 +53,7 @@ func main() {
 	blueGreen := flag.Bool("blue-green", false, "lay the app out as k8s/blue-green/ and run the function with STRATEGY=blue-green SERVICE=web")
 	targets := flag.Bool("targets", false, "serve two targets from a targets file: staging (rolling) from main, production (blue-green, namespace prod) from a release tag")
 	canary := flag.Bool("canary", false, "lay the app out as k8s/canary/ and run the function with STRATEGY=canary CANARY_PAUSE=5s: a release stepping 10% -> 50% -> promoted, then one whose canary crashes")
+	httpRoute := flag.Bool("httproute", false, "with -canary: split traffic with the HTTPRoute of k8s/canary/httproute/ (HTTPROUTE=web), its weights shown at each step")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -62,7 +64,7 @@ func main() {
 		if *targets {
 			err = runTargets(ctx, *exit)
 		} else if *canary {
-			err = runCanary(ctx, *exit)
+			err = runCanary(ctx, *exit, *httpRoute)
 		} else {
 			err = run(ctx, *exit, *blueGreen)
 		}

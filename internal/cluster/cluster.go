@@ -99,6 +99,10 @@ type Connector struct {
 	mu      sync.Mutex
 	client  kubernetes.Interface
 	expires time.Time
+	// cfg is the rest config client was built from; gateway its client of
+	// the Gateway API group, built from cfg on first use (see HTTPRoutes).
+	cfg     *rest.Config
+	gateway rest.Interface
 }
 
 func newConnector(describe string, opts Options, restConfig func(context.Context) (*rest.Config, error)) *Connector {
@@ -152,7 +156,7 @@ func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error)
 	if err != nil {
 		return nil, fmt.Errorf("building a client for %s: %w", c.describe, err)
 	}
-	c.client, c.expires = client, c.now().Add(c.ttl)
+	c.client, c.expires, c.cfg, c.gateway = client, c.now().Add(c.ttl), cfg, nil
 	return client, nil
 }
 

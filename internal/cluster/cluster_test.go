@@ -87,6 +87,11 @@ func startAPIServerWith(t *testing.T, cert tls.Certificate, ca []byte) *apiserve
 			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","message":"Unauthorized","reason":"Unauthorized","code":401}`))
 			return
 		}
+		if r.URL.Path == "/apis/gateway.networking.k8s.io/v1/namespaces/prod/httproutes/web" {
+			w.Write([]byte(`{"kind":"HTTPRoute","apiVersion":"gateway.networking.k8s.io/v1","metadata":{"name":"web","namespace":"prod"},` +
+				`"spec":{"rules":[{"backendRefs":[{"name":"web","weight":90},{"name":"web-canary","weight":10}]}]}}`))
+			return
+		}
 		if r.URL.Path != "/apis/apps/v1/namespaces/prod/deployments/web" {
 			w.WriteHeader(http.StatusNotFound)
 			w.Write([]byte(`{"kind":"Status","apiVersion":"v1","status":"Failure","reason":"NotFound","code":404}`))
@@ -493,6 +498,28 @@ func TestKubeconfig(t *testing.T) {
 	}
 	if _, err := NewKubeconfig(filepath.Join(t.TempDir(), "absent"), Options{}).Clientset(context.Background()); err == nil {
 		t.Error("a missing kubeconfig gave a client")
+	}
+}
+
+func TestHTTPRoutes(t *testing.T) {
+	api := startAPIServer(t)
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	writeKubeconfig(t, path, "https://"+api.endpoint(), api.caPEM(), "local-token")
+	c := NewKubeconfig(path, Options{})
+	routes, err := c.HTTPRoutes(context.Background(), "prod")
+	if err != nil {
+		t.Fatal(err)
+	}
+	route, err := routes.Get(context.Background(), "web", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := route.Spec.Rules[0].BackendRefs
+	if got := fmt.Sprintf("%s/%s %s %d %s %d", route.Namespace, route.Name, refs[0].Name, *refs[0].Weight, refs[1].Name, *refs[1].Weight); got != "prod/web web 90 web-canary 10" {
+		t.Errorf("route = %s, want prod/web web 90 web-canary 10", got)
+	}
+	if got := api.authorizations(); len(got) != 1 || got[0] != "Bearer local-token" {
+		t.Errorf("Authorization = %q, want the connection's token", got)
 	}
 }
 

@@ -573,7 +573,11 @@ func TestLoadCanary(t *testing.T) {
 	}
 	e := valid()
 	e["STRATEGY"], e["HTTPROUTE"] = "canary", "web"
-	if _, err := Load(env(e)); err == nil || !strings.Contains(err.Error(), `HTTPROUTE="web": is not supported yet`) {
-		t.Errorf("Load(HTTPROUTE=web) error = %v, want it refused", err)
+	c, err := Load(env(e))
+	if err != nil {
+		t.Fatalf("Load(HTTPROUTE=web): %v", err)
+	}
+	if got := c.Targets[0].HTTPRoute; got != "web" {
+		t.Errorf("Load(HTTPROUTE=web) HTTPRoute = %q, want %q", got, "web")
 	}
 }

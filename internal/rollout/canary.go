@@ -50,9 +50,15 @@ var (
 )
 
 // CanaryTarget is a stable Deployment and its canary, Deployment-canary,
-// both selected by one Service.
+// both selected by one Service (the replica ratio splits traffic), or each
+// selected by its own Service of the same name, weighted by an HTTPRoute.
 type CanaryTarget struct {
 	Namespace, Deployment, Container string
+	// HTTPRoute, when set, names the Gateway API HTTPRoute whose rules
+	// sending traffic to the Service Deployment split it with the Service
+	// Deployment-canary by their weights; Routes reaches it.
+	HTTPRoute string
+	Routes    HTTPRouteClient
 }
 
 // CanaryDeployment is the name of the canary Deployment.
@@ -60,7 +66,11 @@ func (t CanaryTarget) CanaryDeployment() string { return t.Deployment + "-canary
 
 // String formats the target as namespace/deployment(+canary):container.
 func (t CanaryTarget) String() string {
-	return fmt.Sprintf("%s/%s(+%s):%s", t.Namespace, t.Deployment, t.CanaryDeployment(), t.Container)
+	s := fmt.Sprintf("%s/%s(+%s):%s", t.Namespace, t.Deployment, t.CanaryDeployment(), t.Container)
+	if t.HTTPRoute != "" {
+		s += " via httproute/" + t.HTTPRoute
+	}
+	return s
 }
 
 // CanaryOptions adjust how a canary runs.
@@ -191,6 +201,11 @@ type canaryRun struct {
 	stableReplicas int32
 	// took says, for the Result's reason, whose canary this one took over.
 	took string
+	// weights are the HTTPRoute's weights, as last set.
+	weights string
+	// rolledOut is the resourceVersion at which the canary was last seen
+	// rolled out.
+	rolledOut string
 }
 
 func newHolder() string {
@@ -241,6 +256,12 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if c.t.HTTPRoute != "" {
+		// A route that cannot split exactly is refused before anything moves.
+		if _, err := c.t.readRoute(ctx); err != nil {
+			return Result{}, err
+		}
+	}
 	if !ok {
 		res.Reason = reason
 		if p != nil && p.Build == c.r.BuildID && sameImage(sc.Image, c.r.Image.String()) {
@@ -280,6 +301,14 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 			return Result{}, err
 		}
 	}
+	if c.t.HTTPRoute != "" && !c.o.DryRun && (p == nil || p.Build != c.r.BuildID) {
+		// The canary's pods are about to run this release: whatever share
+		// the route gives them (another build's canary) goes back to
+		// stable first.
+		if _, err := c.t.setWeights(ctx, 0, false, false, nil); err != nil {
+			return Result{}, err
+		}
+	}
 
 	// Claim the canary with its first (or resumed) step: the patch sets
 	// the image, the replicas and the progress, with the resourceVersion
@@ -295,6 +324,15 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 			c.t.CanaryDeployment(), c.o.Steps[start])
 		return res, nil
 	}
+	if c.t.HTTPRoute != "" && !promoting && (p == nil || p.Build != c.r.BuildID) {
+		// Claimed: the invocation that drove another build's canary writes
+		// no weights any more (see moveWeights), but one it had in flight
+		// may have landed since the reset above. Reset again, before this
+		// release's pods are ready.
+		if _, err := c.t.setWeights(ctx, 0, false, false, c.stillClaimed); err != nil {
+			return Result{}, err
+		}
+	}
 
 	for i := start; i < len(c.o.Steps); i++ {
 		if i > start {
@@ -303,6 +341,9 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 			}
 		}
 		if canary, err = c.rollOut(ctx, canary, i); err != nil {
+			return Result{}, err
+		}
+		if err := c.moveWeights(ctx, i); err != nil {
 			return Result{}, err
 		}
 		held := c.o.Pause
@@ -349,6 +390,9 @@ func (c *canaryRun) runGates(ctx context.Context) error {
 }
 
 func (c *canaryRun) describeStep(i int, n int32) string {
+	if c.t.HTTPRoute != "" {
+		return fmt.Sprintf("%d%% (weights %s; %d replicas beside %d)", c.o.Steps[i], c.weights, n, c.stableReplicas)
+	}
 	return fmt.Sprintf("%d%% (%d replicas beside %d: really %.0f%%)", c.o.Steps[i], n, c.stableReplicas, CanaryShare(n, c.stableReplicas))
 }
 
@@ -366,11 +410,48 @@ func (c *canaryRun) step(ctx context.Context, canary *appsv1.Deployment, list st
 	patch := map[string]any{
 		"metadata": map[string]any{"annotations": annotations},
 		"spec": map[string]any{
-			"replicas": CanaryReplicas(c.o.Steps[i], c.stableReplicas),
+			"replicas": c.replicas(c.o.Steps[i]),
 			"template": map[string]any{"spec": containerPatch(list, c.t.Container, c.r.Image.String())},
 		},
 	}
 	return c.patchCanary(ctx, canary, patch, c.o.DryRun)
+}
+
+// moveWeights gives the canary, rolled out, step i's share on the
+// HTTPRoute, while the canary is still this invocation's (a newer build
+// that took it over has taken the traffic back to stable: no share moves
+// back to it). Without an HTTPRoute the replica ratio moved with the
+// rollout.
+func (c *canaryRun) moveWeights(ctx context.Context, i int) error {
+	if c.t.HTTPRoute == "" {
+		return nil
+	}
+	var err error
+	c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed)
+	return err
+}
+
+// stillClaimed fails with errChanged once the canary is no longer this
+// invocation's.
+func (c *canaryRun) stillClaimed(ctx context.Context) error {
+	canary, err := c.get(ctx, c.t.CanaryDeployment())
+	if err != nil {
+		return err
+	}
+	if p, _ := readProgress(canary); p == nil || p.Holder != c.holder {
+		return fmt.Errorf("%w: deployment %s was claimed by another release", errChanged, deploymentName(canary))
+	}
+	return nil
+}
+
+// replicas is the canary's replica count for a share of percent: by the
+// route's weights (RouteCanaryReplicas) or the replica ratio
+// (CanaryReplicas).
+func (c *canaryRun) replicas(percent int) int32 {
+	if c.t.HTTPRoute != "" {
+		return RouteCanaryReplicas(percent, c.stableReplicas)
+	}
+	return CanaryReplicas(percent, c.stableReplicas)
 }
 
 // progress records that step i's hold began at stepStart, or that the
@@ -426,6 +507,7 @@ func (c *canaryRun) rollOut(ctx context.Context, canary *appsv1.Deployment, i in
 	if err != nil {
 		return nil, fmt.Errorf("canary at %d%%: %w", c.o.Steps[i], err)
 	}
+	c.rolledOut = got.ResourceVersion
 	return got, nil
 }
 
@@ -441,7 +523,21 @@ func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, 
 	if err != nil {
 		return nil, fmt.Errorf("listing the pods of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
 	}
+	// The pods as they were when the canary was seen rolled out: those of
+	// this release ready then were counted available, so one unready now
+	// became unready after it was ready. One created since is starting.
 	ready := map[string]bool{}
+	if c.rolledOut != "" {
+		then, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector.String(),
+			ResourceVersion: c.rolledOut, ResourceVersionMatch: metav1.ResourceVersionMatchExact})
+		if err == nil { // Compacted away (Gone): only the pods seen ready from now on count.
+			for j := range then.Items {
+				if c.ofRelease(&then.Items[j]) && podReady(&then.Items[j]) {
+					ready[then.Items[j].Name] = true
+				}
+			}
+		}
+	}
 	for j := range list.Items {
 		if pod, why := c.podProblem(&list.Items[j], ready); why != "" {
 			return nil, c.abort(ctx, i, pod, why)
@@ -509,7 +605,7 @@ func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, 
 // the pod was ready and is not any more. ready remembers the pods seen
 // ready.
 func (c *canaryRun) podProblem(pod *corev1.Pod, ready map[string]bool) (string, string) {
-	if ct, _ := findContainer(&pod.Spec, c.t.Container); ct == nil || !sameImage(ct.Image, c.r.Image.String()) {
+	if !c.ofRelease(pod) {
 		return "", "" // Another release's pod, on its way out.
 	}
 	for _, st := range append(append([]corev1.ContainerStatus(nil), pod.Status.InitContainerStatuses...), pod.Status.ContainerStatuses...) {
@@ -528,18 +624,28 @@ func (c *canaryRun) podProblem(pod *corev1.Pod, ready map[string]bool) (string, 
 		}
 		return pod.Name, why
 	}
-	isReady := false
-	for _, cond := range pod.Status.Conditions {
-		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
-			isReady = true
-		}
-	}
-	if isReady {
+	if podReady(pod) {
 		ready[pod.Name] = true
 	} else if ready[pod.Name] {
 		return pod.Name, "became unready after it was ready"
 	}
 	return "", ""
+}
+
+// ofRelease reports whether pod runs this release.
+func (c *canaryRun) ofRelease(pod *corev1.Pod) bool {
+	ct, _ := findContainer(&pod.Spec, c.t.Container)
+	return ct != nil && sameImage(ct.Image, c.r.Image.String())
+}
+
+// podReady reports whether pod's Ready condition is True.
+func podReady(pod *corev1.Pod) bool {
+	for _, cond := range pod.Status.Conditions {
+		if cond.Type == corev1.PodReady && cond.Status == corev1.ConditionTrue {
+			return true
+		}
+	}
+	return false
 }
 
 func nonEmpty(ss ...string) []string {
@@ -601,8 +707,11 @@ func (c *canaryRun) promote(ctx context.Context, canary *appsv1.Deployment) (Res
 	return res, nil
 }
 
-// toStable scales the canary to 0 and removes its progress, unless another
-// invocation has claimed it since (force: even then, for an abort).
+// toStable takes all traffic back to stable (the HTTPRoute's weights to
+// 100/0, first), then scales the canary to 0 and removes its progress,
+// unless another invocation has claimed it since (force: even then, for an
+// abort). When the weights cannot be set the canary is left running: it
+// may still take traffic.
 func (c *canaryRun) toStable(ctx context.Context, force bool) error {
 	return retry.RetryOnConflict(conflictBackoff, func() error {
 		canary, err := c.get(ctx, c.t.CanaryDeployment())
@@ -611,6 +720,11 @@ func (c *canaryRun) toStable(ctx context.Context, force bool) error {
 		}
 		if p, _ := readProgress(canary); !force && (p == nil || p.Holder != c.holder) {
 			return nil
+		}
+		if c.t.HTTPRoute != "" {
+			if c.weights, err = c.t.setWeights(ctx, 0, false, c.o.DryRun, nil); err != nil {
+				return err
+			}
 		}
 		patch := map[string]any{
 			"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
@@ -633,7 +747,7 @@ func (c *canaryRun) abort(ctx context.Context, i int, pod, why string) error {
 	}
 	msg += why
 	if err := c.toStable(ctx, true); err != nil {
-		return fmt.Errorf("%s; scaling %s to 0 failed, traffic may still reach it: %w", msg, c.t.CanaryDeployment(), err)
+		return fmt.Errorf("%s; taking traffic back from %s failed, traffic may still reach it: %w", msg, c.t.CanaryDeployment(), err)
 	}
 	if err := c.reject(ctx); err != nil {
 		return &abortError{fmt.Sprintf("%s; traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %v",
@@ -682,6 +796,11 @@ func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarge
 		return Result{}, fmt.Errorf("%w: %s records none (annotation %s)", ErrNoCanary, deploymentName(canary), AnnotationCanary)
 	}
 	c.r = Release{BuildID: p.Build, CreateTime: p.CreateTime}
+	if t.HTTPRoute != "" {
+		if _, err := t.setWeights(ctx, 0, false, o.DryRun, nil); err != nil {
+			return Result{}, err
+		}
+	}
 	patch := map[string]any{
 		"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
 		"spec":     map[string]any{"replicas": 0},
@@ -694,8 +813,12 @@ func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarge
 		return Result{}, fmt.Errorf("%s is scaled to 0, traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %w",
 			t.CanaryDeployment(), t.Deployment, p.Build, err)
 	}
-	res.Reason = fmt.Sprintf("aborted the canary of build %s at %d%%: %s scaled to 0, traffic back on %s; build %s is recorded as rejected (label %s): it is not deployed again",
-		p.Build, p.Percent, t.CanaryDeployment(), t.Deployment, p.Build, LabelRejectedBuild)
+	route := ""
+	if t.HTTPRoute != "" {
+		route = fmt.Sprintf("httproute %s weighted %d/0, ", t.HTTPRoute, 100)
+	}
+	res.Reason = fmt.Sprintf("aborted the canary of build %s at %d%%: %s%s scaled to 0, traffic back on %s; build %s is recorded as rejected (label %s): it is not deployed again",
+		p.Build, p.Percent, route, t.CanaryDeployment(), t.Deployment, p.Build, LabelRejectedBuild)
 	if o.DryRun {
 		res.Outcome, res.Reason = Skipped, "dry run: the API server accepted the patches to abort the canary of build "+p.Build+"; nothing was changed"
 	}
@@ -729,6 +852,14 @@ func InspectCanary(ctx context.Context, client kubernetes.Interface, t CanaryTar
 		}
 		if p.Holder == "" {
 			s.Deploying += " (its invocation stopped: the redelivery resumes it)"
+		}
+	}
+	if t.HTTPRoute != "" {
+		w, err := t.routeWeights(ctx)
+		if err != nil {
+			s.Problems = append(s.Problems, err.Error())
+		} else {
+			s.Weights = "httproute/" + t.HTTPRoute + ": " + w
 		}
 	}
 	return s, nil

@@ -503,3 +503,50 @@ func TestCanaryGates(t *testing.T) {
 		})
 	}
 }
+
+// TestCanaryPodUnreadyAtHoldStart: a pod of this release ready when the
+// canary was seen rolled out (the pods as they were at that
+// resourceVersion) and unready when the hold begins became unready after
+// it was ready; one created after that point is only starting.
+func TestCanaryPodUnreadyAtHoldStart(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	unready := func(name string) *corev1.Pod {
+		p := canaryPod(name, r2, 0)
+		p.Status.Conditions[0].Status = corev1.ConditionFalse
+		return p
+	}
+	tests := []struct {
+		name string
+		// snapshot is the pods at the rolled-out resourceVersion.
+		snapshot []corev1.Pod
+		wantErr  string
+	}{
+		{"ready at the rollout, unready at the hold", []corev1.Pod{*canaryPod("web-canary-a", r2, 0)},
+			"canary aborted at 10%: pod web-canary-a became unready after it was ready"},
+		{"created after the rollout", nil, ""},
+		{"unready at the rollout too (not counted available)", []corev1.Pod{*unready("web-canary-a")}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			stable, canary := canaryPair(r1)
+			cs := newClientset(t, stable, canary, unready("web-canary-a"))
+			controller(t, cs, becomesAvailable)
+			var exact []string
+			cs.PrependReactor("list", "pods", func(action clienttesting.Action) (bool, runtime.Object, error) {
+				opts := action.(clienttesting.ListActionImpl).ListOptions
+				if opts.ResourceVersionMatch != metav1.ResourceVersionMatchExact {
+					return false, nil, nil
+				}
+				exact = append(exact, opts.ResourceVersion)
+				return true, &corev1.PodList{Items: tt.snapshot}, nil
+			})
+			_, err := Canary(context.Background(), cs, canaryTarget, r2, CanaryOptions{Steps: []int{10}, Pause: 50 * time.Millisecond, Timeout: time.Minute})
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (!errors.Is(err, ErrCanaryAborted) || !strings.HasPrefix(err.Error(), tt.wantErr)) {
+				t.Fatalf("Canary error = %v, want %q", err, tt.wantErr)
+			}
+			if len(exact) == 0 || exact[0] == "" {
+				t.Errorf("snapshot lists at resourceVersions %q, want one at the rolled-out canary's", exact)
+			}
+		})
+	}
+}

@@ -23,6 +23,9 @@ type State struct {
 	// Deploying is the claim (AnnotationDeploying) of a release on its way
 	// to the idle colour, as recorded: "BUILD to COLOUR at TIME".
 	Deploying string `json:"deploying,omitempty"`
+	// Weights are a canary's HTTPRoute's live weights:
+	// "httproute/ROUTE: STABLE 90, CANARY 10".
+	Weights string `json:"weights,omitempty"`
 	// Records are the builds the target keeps out.
 	Records Records `json:"records"`
 	// Problems are the records that could not be read, one sentence each:

@@ -56,9 +56,9 @@ func canary(t *Target, given func(Key) bool, value func(Key) string, name func(K
 		}
 	}
 	if t.HTTPRoute = value(KeyHTTPRoute); t.HTTPRoute != "" {
-		// The weighted router is not built yet: refuse it rather than split
-		// traffic some other way than the one configured.
-		bad(KeyHTTPRoute, true, "is not supported yet: leave it unset to split traffic by the replica ratio of %s and %s-canary behind one Service", name(KeyDeployment), name(KeyDeployment))
+		if errs := validation.IsDNS1123Subdomain(t.HTTPRoute); len(errs) > 0 {
+			bad(KeyHTTPRoute, true, "is not a valid HTTPRoute name: %s", strings.Join(errs, "; "))
+		}
 	}
 	if t.Deployment != "" && len(validation.IsDNS1123Subdomain(t.Deployment)) == 0 {
 		if errs := validation.IsDNS1123Subdomain(t.Deployment + "-canary"); len(errs) > 0 {

@@ -35,6 +35,7 @@ func TestBuildCanary(t *testing.T) {
 		{"steps and pause", map[string]string{"CANARY_STEPS": " 5, 25,60 ", "CANARY_PAUSE": "30s", "ROLLOUT_TIMEOUT": "45s"},
 			"steps=[5 25 60] pause=30s timeout=45s budget=5m30s"},
 		{"one step, no pause", map[string]string{"CANARY_STEPS": "99", "CANARY_PAUSE": "0s"}, "steps=[99] pause=0s timeout=1m0s budget=3m0s"},
+		{"an httproute", map[string]string{"HTTPROUTE": "web"}, "steps=[10 50] pause=1m0s timeout=1m0s budget=6m0s httpRoute=web"},
 		{"at the limit", map[string]string{"CANARY_STEPS": "10,50", "CANARY_PAUSE": "1m", "ROLLOUT_TIMEOUT": "2m"}, "steps=[10 50] pause=1m0s timeout=2m0s budget=9m0s"},
 	}
 	for _, tt := range tests {
@@ -44,6 +45,9 @@ func TestBuildCanary(t *testing.T) {
 				t.Fatalf("Build: %v", problems)
 			}
 			got := fmt.Sprintf("steps=%v pause=%s timeout=%s budget=%s", tg.CanarySteps, tg.CanaryPause, tg.RolloutTimeout, tg.Budget())
+			if tg.HTTPRoute != "" {
+				got += " httpRoute=" + tg.HTTPRoute
+			}
 			if diff := cmp.Diff(tt.want, got); diff != "" {
 				t.Errorf("target (-want +got):\n%s", diff)
 			}
@@ -67,7 +71,7 @@ func TestBuildCanaryRejects(t *testing.T) {
 		{"steps without canary", map[string]string{"STRATEGY": "rolling", "CANARY_STEPS": "10"}, "CANARY_STEPS is used only with the canary strategy (STRATEGY is rolling)"},
 		{"pause without canary", map[string]string{"STRATEGY": "rolling", "CANARY_PAUSE": "1m"}, "CANARY_PAUSE is used only with the canary strategy (STRATEGY is rolling)"},
 		{"httproute without canary", map[string]string{"STRATEGY": "rolling", "HTTPROUTE": "web"}, "HTTPROUTE is used only with the canary strategy (STRATEGY is rolling)"},
-		{"httproute not yet", map[string]string{"HTTPROUTE": "web"}, `HTTPROUTE="web": is not supported yet`},
+		{"httproute not a name", map[string]string{"HTTPROUTE": "Web_Route"}, `HTTPROUTE="Web_Route": is not a valid HTTPRoute name`},
 		{"a service with canary", map[string]string{"SERVICE": "web"}, "SERVICE is used only with the blue-green strategy (STRATEGY is canary)"},
 		{"canary name too long", map[string]string{"DEPLOYMENT": strings.Repeat("w", 250)}, "-canary: must be no more than 253 characters"},
 		{"one second over", map[string]string{"CANARY_STEPS": "10,50", "CANARY_PAUSE": "1m", "ROLLOUT_TIMEOUT": "2m1s"},

@@ -27,7 +27,10 @@ func (h *Handler) Inspect(ctx context.Context, name string) (rollout.State, erro
 	case target.BlueGreen:
 		s, err = rollout.InspectBlueGreen(ctx, client, blueGreenTarget(t))
 	case target.Canary:
-		s, err = rollout.InspectCanary(ctx, client, canaryTarget(t))
+		var ct rollout.CanaryTarget
+		if ct, err = canaryOn(ctx, conn, t); err == nil {
+			s, err = rollout.InspectCanary(ctx, client, ct)
+		}
 	default:
 		s, err = rollout.Inspect(ctx, client, rollingTarget(t))
 	}

@@ -27,7 +27,8 @@ import (
 // router pointing at neither colour, a release that exceeded its progress
 // deadline, an unreadable release record, a build ID that cannot be a label
 // value, a release gate that failed or cannot run, a build that Cloud Build
-// refuses, an aborted canary) are not retryable; a release gate not done
+// refuses, an aborted canary, an HTTPRoute that cannot split traffic
+// exactly) are not retryable; a release gate not done
 // within GATE_TIMEOUT is, and so is a build Cloud Build could not be asked
 // about (Unavailable, DeadlineExceeded, PermissionDenied). An error this function does not recognise is
 // retried: MAX_EVENT_AGE bounds how long.
@@ -45,6 +46,7 @@ func Retryable(err error) bool {
 		errors.Is(err, rollout.ErrGateFailed),
 		errors.Is(err, rollout.ErrGateInvalid),
 		errors.Is(err, rollout.ErrCanaryAborted),
+		errors.Is(err, rollout.ErrRouteInvalid),
 		errors.Is(err, ErrUnorderable),
 		errors.Is(err, ErrNoPublishTime),
 		errors.Is(err, ErrFutureBuild),

@@ -498,7 +498,10 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	case target.BlueGreen:
 		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
 	case target.Canary:
-		res, err = rollout.Canary(ctx, client, canaryTarget(t), release, canaryOptions(t, h.cfg.DryRun))
+		var ct rollout.CanaryTarget
+		if ct, err = canaryOn(ctx, conn, t); err == nil {
+			res, err = rollout.Canary(ctx, client, ct, release, canaryOptions(t, h.cfg.DryRun))
+		}
 	default:
 		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun, Gates: gates(t)})
 	}
@@ -559,7 +562,10 @@ func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, er
 	case target.Canary:
 		// A canary in progress is aborted; without one, the stable
 		// Deployment goes back as a rolling one does.
-		res, err = rollout.AbortCanary(ctx, client, canaryTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
+		var ct rollout.CanaryTarget
+		if ct, err = canaryOn(ctx, conn, t); err == nil {
+			res, err = rollout.AbortCanary(ctx, client, ct, rollout.Options{DryRun: h.cfg.DryRun})
+		}
 		if errors.Is(err, rollout.ErrNoCanary) {
 			res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
 		}
@@ -594,7 +600,7 @@ func blueGreenOptions(t target.Target, dryRun bool) rollout.BlueGreenOptions {
 }
 
 func canaryTarget(t target.Target) rollout.CanaryTarget {
-	return rollout.CanaryTarget{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container}
+	return rollout.CanaryTarget{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container, HTTPRoute: t.HTTPRoute}
 }
 
 func canaryOptions(t target.Target, dryRun bool) rollout.CanaryOptions {

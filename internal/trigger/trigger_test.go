@@ -340,6 +340,7 @@ func TestRetryable(t *testing.T) {
 		{"progress deadline exceeded", fmt.Errorf("x: %w", rollout.ErrProgressDeadline), false},
 		{"rollout timeout", fmt.Errorf("x: %w", rollout.ErrRolloutTimeout), true},
 		{"canary aborted", fmt.Errorf("x: %w", rollout.ErrCanaryAborted), false},
+		{"httproute that cannot split", fmt.Errorf("x: %w", rollout.ErrRouteInvalid), false},
 		{"canary driven by another invocation", fmt.Errorf("x: %w", rollout.ErrCanaryBusy), true},
 		{"no createTime", fmt.Errorf("x: %w", ErrUnorderable), false},
 		{"no publish time", fmt.Errorf("x: %w", ErrNoPublishTime), false},

@@ -36,6 +36,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -265,6 +266,17 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("creating admin client: %w", err)
 	}
+	// The Gateway API's CRDs are created now and awaited last: the API
+	// server establishes them while the other parts start.
+	crdStart := time.Now()
+	dyn, err := dynamic.NewForConfig(c.AdminConfig())
+	if err != nil {
+		return nil, fmt.Errorf("creating admin client: %w", err)
+	}
+	crds, err := installGatewayAPI(ctx, dyn)
+	if err != nil {
+		return nil, err
+	}
 
 	// Controllers, scheduler and kwok start together; each is awaited below.
 	others := time.Now()
@@ -354,6 +366,12 @@ func Start(ctx context.Context, opts Options) (_ *Cluster, err error) {
 			return nil, err
 		}
 	}
+	crdCtx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if err := gatewayAPIEstablished(crdCtx, dyn, crds); err != nil {
+		return nil, fmt.Errorf("installing the gateway api crds: %w", err)
+	}
+	fmt.Fprintf(log, "localcluster: %d gateway api crds established %s after their creation began\n", len(crds), time.Since(crdStart).Round(time.Millisecond))
 	fmt.Fprintf(log, "localcluster: cluster at %s ready in %s (logs in %s)\n", c.Host, time.Since(begin).Round(time.Millisecond), dir)
 	return c, nil
 }

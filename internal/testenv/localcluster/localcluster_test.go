@@ -28,6 +28,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/clientcmd"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/onnewimage/onnewimage/internal/rollout"
 )
@@ -72,6 +74,36 @@ func TestCluster(t *testing.T) {
 		}
 		if _, err := admin.CoreV1().ServiceAccounts("apps").Get(ctx, "default", metav1.GetOptions{}); err != nil {
 			t.Errorf("default service account: %v", err)
+		}
+	})
+
+	t.Run("GatewayAPI", func(t *testing.T) {
+		// Established before Start returned: an HTTPRoute is accepted, and
+		// validated by the CRD's schema, at once.
+		gw, err := gatewayclient.NewForConfig(c.AdminConfig())
+		if err != nil {
+			t.Fatal(err)
+		}
+		route := &gatewayv1.HTTPRoute{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: gatewayv1.HTTPRouteSpec{
+			Rules: []gatewayv1.HTTPRouteRule{{BackendRefs: []gatewayv1.HTTPBackendRef{
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web", Port: ptr(gatewayv1.PortNumber(80))}, Weight: ptr(int32(100))}},
+				{BackendRef: gatewayv1.BackendRef{BackendObjectReference: gatewayv1.BackendObjectReference{Name: "web-canary", Port: ptr(gatewayv1.PortNumber(80))}, Weight: ptr(int32(0))}},
+			}}}}}
+		routes := gw.GatewayV1().HTTPRoutes(metav1.NamespaceDefault)
+		if _, err := routes.Create(ctx, route, metav1.CreateOptions{}); err != nil {
+			t.Fatalf("creating an HTTPRoute: %v", err)
+		}
+		patch := []byte(`[{"op":"add","path":"/spec/rules/0/backendRefs/1/weight","value":10},{"op":"add","path":"/spec/rules/0/backendRefs/0/weight","value":90}]`)
+		got, err := routes.Patch(ctx, "web", types.JSONPatchType, patch, metav1.PatchOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if w := got.Spec.Rules[0].BackendRefs; *w[0].Weight != 90 || *w[1].Weight != 10 {
+			t.Errorf("weights after the patch: %d/%d, want 90/10", *w[0].Weight, *w[1].Weight)
+		}
+		bad := []byte(`[{"op":"add","path":"/spec/rules/0/backendRefs/1/weight","value":-1}]`)
+		if _, err := routes.Patch(ctx, "web", types.JSONPatchType, bad, metav1.PatchOptions{}); !apierrors.IsInvalid(err) {
+			t.Errorf("a negative weight: error %v, want Invalid (the CRD's schema)", err)
 		}
 	})
 
@@ -694,3 +726,5 @@ func TestStagesEndJobPodsByLabel(t *testing.T) {
 		}
 	}
 }
+
+func ptr[T any](v T) *T { return &v }
