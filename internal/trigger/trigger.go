@@ -23,12 +23,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube"
 	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -38,7 +38,7 @@ import (
 // Connector hands out the target cluster's clientset and is told of errors
 // that may mean the connection is broken.
 type Connector interface {
-	Clientset(ctx context.Context) (kubernetes.Interface, error)
+	Clientset(ctx context.Context) (kube.Interface, error)
 	Forget(err error)
 }
 
