@@ -11,7 +11,9 @@ import (
 // TestFunctionDoesNotImportClientset keeps client-go's clientset out of
 // what ships: importing k8s.io/client-go/kubernetes, or any typed client
 // under it, registers about fifty API groups at start-up, which was most of
-// the function's cold start (README, Performance).
+// the function's cold start (README, Performance). Nor client-go's testing
+// package, which its generic clients (gentype) import, and with it
+// server-side apply's schemas and OpenAPI models.
 func TestFunctionDoesNotImportClientset(t *testing.T) {
 	const module = "github.com/onnewimage/onnewimage"
 	for _, pkg := range []string{module, module + "/cmd/local", module + "/cmd/onnewimage"} {
@@ -22,7 +24,7 @@ func TestFunctionDoesNotImportClientset(t *testing.T) {
 			}
 			var got []string
 			for _, dep := range strings.Fields(string(out)) {
-				if dep == "k8s.io/client-go/kubernetes" || strings.HasPrefix(dep, "k8s.io/client-go/kubernetes/") {
+				if dep == "k8s.io/client-go/kubernetes" || strings.HasPrefix(dep, "k8s.io/client-go/kubernetes/") || dep == "k8s.io/client-go/testing" {
 					got = append(got, dep)
 				}
 			}

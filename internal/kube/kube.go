@@ -8,8 +8,9 @@
 // satisfy each narrow interface as they are (see kubetest.Adapt).
 //
 // NewForConfig builds the same REST clients kubernetes.NewForConfig builds
-// (client-go's gentype clients over rest.RESTClientFor, sharing one HTTP
-// client, protobuf preferred), over a scheme of only the groups used.
+// (rest.RESTClientFor, sharing one HTTP client, protobuf preferred) and
+// sends through them the requests client-go's typed clients send, over a
+// scheme of only the groups used.
 // Importing k8s.io/client-go/kubernetes instead registers about fifty API
 // groups when the process starts, which was most of the function's cold
 // start.
@@ -19,6 +20,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -31,7 +33,6 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utilruntime "k8s.io/apimachinery/pkg/util/runtime"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/gentype"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/util/flowcontrol"
 )
@@ -179,23 +180,105 @@ type client struct {
 	params                        runtime.ParameterCodec
 }
 
-// object is what gentype's clients hold.
-type object interface {
-	runtime.Object
-	metav1.Object
-}
-
-// typed returns client-go's generic typed client for resource, as the
-// generated typed clients build it.
-func typed[O, L any, PO interface {
+// resource is one kind's typed client in one namespace: each method sends
+// the request client-go's generated typed clients send (gentype), over the
+// same rest.Interface. gentype itself imports client-go's testing package,
+// and with it server-side apply's schemas and OpenAPI models, which cost
+// the cold start more than this file.
+type resource[O, L any, PO interface {
 	*O
-	object
+	runtime.Object
 }, PL interface {
 	*L
 	runtime.Object
-}](resource string, c rest.Interface, params runtime.ParameterCodec, namespace string) *gentype.ClientWithList[PO, PL] {
-	return gentype.NewClientWithList[PO, PL](resource, c, params, namespace,
-		func() PO { return new(O) }, func() PL { return new(L) }, gentype.PrefersProtobuf[PO]())
+}] struct {
+	client    rest.Interface
+	params    runtime.ParameterCodec
+	resource  string
+	namespace string
+}
+
+func newResource[O, L any, PO interface {
+	*O
+	runtime.Object
+}, PL interface {
+	*L
+	runtime.Object
+}](c rest.Interface, params runtime.ParameterCodec, name, namespace string) resource[O, L, PO, PL] {
+	return resource[O, L, PO, PL]{client: c, params: params, resource: name, namespace: namespace}
+}
+
+func (r resource[O, L, PO, PL]) Get(ctx context.Context, name string, opts metav1.GetOptions) (PO, error) {
+	result := PO(new(O))
+	err := r.client.Get().
+		UseProtobufAsDefaultIfPreferred(true).
+		NamespaceIfScoped(r.namespace, r.namespace != "").
+		Resource(r.resource).
+		Name(name).
+		VersionedParams(&opts, r.params).
+		Do(ctx).
+		Into(result)
+	return result, err
+}
+
+func (r resource[O, L, PO, PL]) List(ctx context.Context, opts metav1.ListOptions) (PL, error) {
+	result := PL(new(L))
+	err := r.client.Get().
+		UseProtobufAsDefaultIfPreferred(true).
+		NamespaceIfScoped(r.namespace, r.namespace != "").
+		Resource(r.resource).
+		VersionedParams(&opts, r.params).
+		Timeout(timeout(opts)).
+		Do(ctx).
+		Into(result)
+	return result, err
+}
+
+func (r resource[O, L, PO, PL]) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	opts.Watch = true
+	return r.client.Get().
+		UseProtobufAsDefaultIfPreferred(true).
+		NamespaceIfScoped(r.namespace, r.namespace != "").
+		Resource(r.resource).
+		VersionedParams(&opts, r.params).
+		Timeout(timeout(opts)).
+		Watch(ctx)
+}
+
+func (r resource[O, L, PO, PL]) Create(ctx context.Context, obj PO, opts metav1.CreateOptions) (PO, error) {
+	result := PO(new(O))
+	err := r.client.Post().
+		UseProtobufAsDefaultIfPreferred(true).
+		NamespaceIfScoped(r.namespace, r.namespace != "").
+		Resource(r.resource).
+		VersionedParams(&opts, r.params).
+		Body(obj).
+		Do(ctx).
+		Into(result)
+	return result, err
+}
+
+func (r resource[O, L, PO, PL]) Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (PO, error) {
+	result := PO(new(O))
+	err := r.client.Patch(pt).
+		UseProtobufAsDefaultIfPreferred(true).
+		NamespaceIfScoped(r.namespace, r.namespace != "").
+		Resource(r.resource).
+		Name(name).
+		SubResource(subresources...).
+		VersionedParams(&opts, r.params).
+		Body(data).
+		Do(ctx).
+		Into(result)
+	return result, err
+}
+
+// timeout is the request timeout a list or watch asks for.
+func timeout(opts metav1.ListOptions) time.Duration {
+	if opts.TimeoutSeconds == nil {
+		return 0
+	}
+	return time.Duration(*opts.TimeoutSeconds) * time.Second
 }
 
 func (c *client) AppsV1() AppsV1Interface             { return apps{c} }
@@ -206,35 +289,35 @@ func (c *client) NetworkingV1() NetworkingV1Interface { return networking{c} }
 type apps struct{ *client }
 
 func (g apps) Deployments(namespace string) DeploymentInterface {
-	return typed[appsv1.Deployment, appsv1.DeploymentList]("deployments", g.apps, g.params, namespace)
+	return newResource[appsv1.Deployment, appsv1.DeploymentList](g.apps, g.params, "deployments", namespace)
 }
 
 func (g apps) ReplicaSets(namespace string) ReplicaSetInterface {
-	return typed[appsv1.ReplicaSet, appsv1.ReplicaSetList]("replicasets", g.apps, g.params, namespace)
+	return newResource[appsv1.ReplicaSet, appsv1.ReplicaSetList](g.apps, g.params, "replicasets", namespace)
 }
 
 type batch struct{ *client }
 
 func (g batch) Jobs(namespace string) JobInterface {
-	return typed[batchv1.Job, batchv1.JobList]("jobs", g.batch, g.params, namespace)
+	return newResource[batchv1.Job, batchv1.JobList](g.batch, g.params, "jobs", namespace)
 }
 
 func (g batch) CronJobs(namespace string) CronJobInterface {
-	return typed[batchv1.CronJob, batchv1.CronJobList]("cronjobs", g.batch, g.params, namespace)
+	return newResource[batchv1.CronJob, batchv1.CronJobList](g.batch, g.params, "cronjobs", namespace)
 }
 
 type core struct{ *client }
 
 func (g core) Pods(namespace string) PodInterface {
-	return typed[corev1.Pod, corev1.PodList]("pods", g.core, g.params, namespace)
+	return newResource[corev1.Pod, corev1.PodList](g.core, g.params, "pods", namespace)
 }
 
 func (g core) Services(namespace string) ServiceInterface {
-	return typed[corev1.Service, corev1.ServiceList]("services", g.core, g.params, namespace)
+	return newResource[corev1.Service, corev1.ServiceList](g.core, g.params, "services", namespace)
 }
 
 type networking struct{ *client }
 
 func (g networking) Ingresses(namespace string) IngressInterface {
-	return typed[networkingv1.Ingress, networkingv1.IngressList]("ingresses", g.networking, g.params, namespace)
+	return newResource[networkingv1.Ingress, networkingv1.IngressList](g.networking, g.params, "ingresses", namespace)
 }
