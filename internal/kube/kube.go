@@ -1,19 +1,18 @@
-// Package kube is the Kubernetes client the function uses: client-go's
-// typed clients for exactly the kinds and methods the function calls, and
-// nothing more.
+// Package kube is the Kubernetes client the function uses: exactly the
+// kinds and methods it calls, and nothing more.
 //
 // Interface mirrors client-go's kubernetes.Interface call chains
 // (client.AppsV1().Deployments(ns).Get(...)) with client-go's own method
 // signatures, so that client-go's typed clients, and its fake clientset's,
 // satisfy each narrow interface as they are (see kubetest.Adapt).
 //
-// NewForConfig builds the same REST clients kubernetes.NewForConfig builds
-// (rest.RESTClientFor, sharing one HTTP client, protobuf preferred) and
-// sends through them the requests client-go's typed clients send, over a
-// scheme of only the groups used.
-// Importing k8s.io/client-go/kubernetes instead registers about fifty API
-// groups when the process starts, which was most of the function's cold
-// start.
+// NewForConfig builds the REST clients kubernetes.NewForConfig builds
+// (rest.RESTClientFor, one HTTP client shared, protobuf preferred), over a
+// scheme of only the groups used, and sends through them the requests
+// client-go's typed clients send: retries, Retry-After, rate limits and
+// watch decoding are client-go's. Importing k8s.io/client-go/kubernetes
+// instead registers about fifty API groups when the process starts, which
+// was most of the function's cold start.
 package kube
 
 import (
