@@ -280,6 +280,13 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	case <-req.Context().Done():
 		a.err = req.Context().Err()
 	}
+	// A fetch that failed once the call's deadline had passed failed for
+	// want of time: say so, as when the deadline's timer runs first. The
+	// fetch's own timeout (tokenFetchTimeout) equals the rolling budget,
+	// and a loaded machine can run one of the two timers late.
+	if deadline, ok := req.Context().Deadline(); a.err != nil && ok && !time.Now().Before(deadline) {
+		a.err = context.DeadlineExceeded
+	}
 	if a.err != nil {
 		if req.Body != nil {
 			req.Body.Close() // A RoundTripper closes the body, even on error.
