@@ -14,12 +14,13 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
@@ -84,13 +85,13 @@ func useTargets(t *testing.T, targets string, clusters ...*fakeCluster) map[stri
 	h := trigger.New(cfg, trigger.Options{Cluster: cluster.Options{
 		EmulatorHost: containerAPI.Addr,
 		TokenSource:  staticToken{},
-		NewClientset: func(rc *rest.Config) (kubernetes.Interface, error) {
+		NewClientset: func(rc *rest.Config) (kube.Interface, error) {
 			for _, fc := range clusters {
 				if rc.Host == "https://"+fc.endpoint && bytes.Equal(rc.CAData, fc.caPEM) && !rc.Insecure {
 					mu.Lock()
 					built[fc.endpoint]++ // Read once the deliveries are done.
 					mu.Unlock()
-					return fc.client, nil
+					return kubetest.Adapt(fc.client), nil
 				}
 			}
 			return nil, fmt.Errorf("no fake cluster at %s", rc.Host)

@@ -13,11 +13,12 @@ import (
 	"google.golang.org/api/option"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
@@ -43,7 +44,7 @@ func useResults(t *testing.T, tg *target, topic string) *pstest.Server {
 	h := trigger.New(cfg, trigger.Options{Results: pub, Cluster: cluster.Options{
 		EmulatorHost: containerAPI.Addr,
 		TokenSource:  staticToken{},
-		NewClientset: func(*rest.Config) (kubernetes.Interface, error) { return tg.client, nil },
+		NewClientset: func(*rest.Config) (kube.Interface, error) { return kubetest.Adapt(tg.client), nil },
 	}})
 	prev := handler
 	handler = func() (*trigger.Handler, error) { return h, nil }

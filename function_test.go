@@ -29,7 +29,6 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
 
@@ -37,6 +36,8 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cloudlog"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/testenv/fakekube"
 	"github.com/onnewimage/onnewimage/internal/testenv/gkefake"
 	"github.com/onnewimage/onnewimage/internal/trigger"
@@ -200,11 +201,11 @@ func use(t *testing.T, getenv func(string) string, tg *target) {
 	h := trigger.New(cfg, trigger.Options{Cluster: cluster.Options{
 		EmulatorHost: containerAPI.Addr,
 		TokenSource:  staticToken{},
-		NewClientset: func(rc *rest.Config) (kubernetes.Interface, error) {
+		NewClientset: func(rc *rest.Config) (kube.Interface, error) {
 			if rc.Host != "https://"+tg.endpoint || !bytes.Equal(rc.CAData, tg.caPEM) || rc.Insecure {
 				t.Errorf("rest config host %q, insecure %v, CA from GetCluster: %v", rc.Host, rc.Insecure, bytes.Equal(rc.CAData, tg.caPEM))
 			}
-			return tg.client, nil
+			return kubetest.Adapt(tg.client), nil
 		},
 	}})
 	prev := handler

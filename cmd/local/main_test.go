@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/onnewimage/onnewimage/internal/config"
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
@@ -154,5 +156,7 @@ func TestREADMEExample(t *testing.T) {
 
 type fakeConnector struct{ client kubernetes.Interface }
 
-func (c fakeConnector) Clientset(context.Context) (kubernetes.Interface, error) { return c.client, nil }
-func (fakeConnector) Forget(error)                                              {}
+func (c fakeConnector) Clientset(context.Context) (kube.Interface, error) {
+	return kubetest.Adapt(c.client), nil
+}
+func (fakeConnector) Forget(error) {}

@@ -13,14 +13,18 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/trigger"
 )
 
 // connector hands out a fake cluster.
 type connector struct{ client kubernetes.Interface }
 
-func (c connector) Clientset(context.Context) (kubernetes.Interface, error) { return c.client, nil }
-func (c connector) Forget(error)                                            {}
+func (c connector) Clientset(context.Context) (kube.Interface, error) {
+	return kubetest.Adapt(c.client), nil
+}
+func (c connector) Forget(error) {}
 
 // blueGreenCluster is a blue-green layout in namespace default: service web
 // on green, both colours rolled out, blue running tag and green newer.

@@ -34,11 +34,11 @@ import (
 	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // ClusterManager is the part of the Container API the connector uses.
@@ -79,8 +79,8 @@ type Options struct {
 	// DNSRootCAs, PEM, replaces the system roots that the DNS-based
 	// endpoint's certificate is verified against (tests).
 	DNSRootCAs []byte
-	// NewClientset replaces kubernetes.NewForConfig (tests).
-	NewClientset func(*rest.Config) (kubernetes.Interface, error)
+	// NewClientset replaces kube.NewForConfig (tests).
+	NewClientset func(*rest.Config) (kube.Interface, error)
 	// TTL replaces DefaultTTL.
 	TTL time.Duration
 	// Now replaces time.Now (tests).
@@ -92,23 +92,19 @@ type Options struct {
 type Connector struct {
 	describe     string
 	restConfig   func(ctx context.Context) (*rest.Config, error)
-	newClientset func(*rest.Config) (kubernetes.Interface, error)
+	newClientset func(*rest.Config) (kube.Interface, error)
 	ttl          time.Duration
 	now          func() time.Time
 
 	mu      sync.Mutex
-	client  kubernetes.Interface
+	client  kube.Interface
 	expires time.Time
-	// cfg is the rest config client was built from; gateway its client of
-	// the Gateway API group, built from cfg on first use (see HTTPRoutes).
-	cfg     *rest.Config
-	gateway rest.Interface
 }
 
 func newConnector(describe string, opts Options, restConfig func(context.Context) (*rest.Config, error)) *Connector {
 	c := &Connector{describe: describe, restConfig: restConfig, newClientset: opts.NewClientset, ttl: opts.TTL, now: opts.Now}
 	if c.newClientset == nil {
-		c.newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(cfg) }
+		c.newClientset = func(cfg *rest.Config) (kube.Interface, error) { return kube.NewForConfig(cfg) }
 	}
 	if c.ttl <= 0 {
 		c.ttl = DefaultTTL
@@ -141,7 +137,7 @@ func NewKubeconfig(path string, opts Options) *Connector {
 
 // Clientset returns the cached clientset, connecting first when there is
 // none or it has outlived its TTL.
-func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error) {
+func (c *Connector) Clientset(ctx context.Context) (kube.Interface, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.client != nil && c.now().Before(c.expires) {
@@ -156,7 +152,7 @@ func (c *Connector) Clientset(ctx context.Context) (kubernetes.Interface, error)
 	if err != nil {
 		return nil, fmt.Errorf("building a client for %s: %w", c.describe, err)
 	}
-	c.client, c.expires, c.cfg, c.gateway = client, c.now().Add(c.ttl), cfg, nil
+	c.client, c.expires = client, c.now().Add(c.ttl)
 	return client, nil
 }
 
@@ -283,6 +279,13 @@ func (b *bearer) RoundTrip(req *http.Request) (*http.Response, error) {
 	case a = <-got:
 	case <-req.Context().Done():
 		a.err = req.Context().Err()
+	}
+	// A fetch that failed once the call's deadline had passed failed for
+	// want of time: say so, as when the deadline's timer runs first. The
+	// fetch's own timeout (tokenFetchTimeout) equals the rolling budget,
+	// and a loaded machine can run one of the two timers late.
+	if deadline, ok := req.Context().Deadline(); a.err != nil && ok && !time.Now().Before(deadline) {
+		a.err = context.DeadlineExceeded
 	}
 	if a.err != nil {
 		if req.Body != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"golang.org/x/oauth2"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -506,11 +507,11 @@ func TestHTTPRoutes(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	writeKubeconfig(t, path, "https://"+api.endpoint(), api.caPEM(), "local-token")
 	c := NewKubeconfig(path, Options{})
-	routes, err := c.HTTPRoutes(context.Background(), "prod")
+	client, err := c.Clientset(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}
-	route, err := routes.Get(context.Background(), "web", metav1.GetOptions{})
+	route, err := client.GatewayV1().HTTPRoutes("prod").Get(context.Background(), "web", metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -534,5 +535,35 @@ func writeKubeconfig(t *testing.T, path, server string, ca []byte, token string)
 	cfg.CurrentContext = "local"
 	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// lateTimer is a context whose deadline has passed but whose timer has not
+// fired yet: a loaded machine can run one timer late and another on time.
+type lateTimer struct{ context.Context }
+
+func (lateTimer) Deadline() (time.Time, bool) { return time.Now().Add(-time.Millisecond), true }
+
+// failingToken fails at once, as a token fetch does when its own client
+// timeout fires.
+type failingToken struct{}
+
+func (failingToken) Token() (*oauth2.Token, error) {
+	return nil, errors.New("oauth2: cannot fetch token: Client.Timeout exceeded while awaiting headers")
+}
+
+// A token fetch that fails after the call's deadline has passed failed
+// because the call took too long: the error says so, whichever of the two
+// timers the runtime ran first. (The fetch's own timeout, a minute, equals
+// the rolling budget.)
+func TestBearerReportsThePassedDeadline(t *testing.T) {
+	b := &bearer{source: failingToken{}, base: http.DefaultTransport}
+	req, err := http.NewRequestWithContext(lateTimer{context.Background()}, http.MethodGet, "https://127.0.0.1:1/", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = b.RoundTrip(req)
+	if !errors.Is(err, ErrNoToken) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("RoundTrip after the deadline = %v, want ErrNoToken and context.DeadlineExceeded", err)
 	}
 }

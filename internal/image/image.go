@@ -10,7 +10,6 @@ package image
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"slices"
 	"strings"
 
@@ -28,16 +27,6 @@ type Reference struct {
 	Digest string
 }
 
-var (
-	digestPattern = regexp.MustCompile(`^(sha256:[a-f0-9]{64}|sha512:[a-f0-9]{128})$`)
-	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	// A path component per the distribution spec, but for case: Parse reads
-	// any name (captured builds carry redacted names such as PROJECT_ID);
-	// ParsePattern and Select refuse upper case, which no registry holds.
-	componentPattern = regexp.MustCompile(`^[a-zA-Z0-9]+(?:(?:[._]|__|-+)[a-zA-Z0-9]+)*$`)
-	hostPattern      = regexp.MustCompile(`^[A-Za-z0-9.-]+(?::[0-9]+)?$`)
-)
-
 // ErrInvalid is wrapped by every parse error.
 var ErrInvalid = errors.New("invalid image reference")
 
@@ -53,14 +42,14 @@ func Parse(s string) (Reference, error) {
 	if i := strings.IndexByte(rest, '@'); i >= 0 {
 		ref.Digest = rest[i+1:]
 		rest = rest[:i]
-		if !digestPattern.MatchString(ref.Digest) {
+		if !validDigest(ref.Digest) {
 			return Reference{}, fmt.Errorf("%w %q: digest %q is not algorithm:hex", ErrInvalid, s, ref.Digest)
 		}
 	}
 	if i := strings.LastIndexByte(rest, ':'); i > strings.LastIndexByte(rest, '/') {
 		ref.Tag = rest[i+1:]
 		rest = rest[:i]
-		if !tagPattern.MatchString(ref.Tag) {
+		if !validTag(ref.Tag) {
 			return Reference{}, fmt.Errorf("%w %q: tag %q", ErrInvalid, s, ref.Tag)
 		}
 	}
@@ -77,13 +66,13 @@ func validateRepository(repo string) error {
 	}
 	parts := strings.Split(repo, "/")
 	if len(parts) > 1 && looksLikeHost(parts[0]) {
-		if !hostPattern.MatchString(parts[0]) {
+		if !validHost(parts[0]) {
 			return fmt.Errorf("registry host %q", parts[0])
 		}
 		parts = parts[1:]
 	}
 	for _, p := range parts {
-		if !componentPattern.MatchString(p) {
+		if !validComponent(p) {
 			return fmt.Errorf("path component %q", p)
 		}
 	}
@@ -232,7 +221,7 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 		if d == "" {
 			continue
 		}
-		if !pushedDigest.MatchString(d) {
+		if !hexDigest(d, "sha256:", 64) {
 			return Reference{}, fmt.Errorf("%w: %s has digest %q", ErrBadDigest, img.GetName(), d)
 		}
 		if ref.Digest != "" && ref.Digest != d {
@@ -260,9 +249,78 @@ func Select(p Pattern, images []*cloudbuildpb.BuiltImage) (Reference, error) {
 	return Reference{Repository: repo, Tag: pickTag(tags), Digest: digests[0]}, nil
 }
 
-// pushedDigest is the only digest Select deploys: registries name pushed
-// images by sha256.
-var pushedDigest = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+// validDigest reports whether d is sha256:<64 hex> or sha512:<128 hex>, in
+// lower case. Checked by hand, not by a regular expression: compiling the
+// counted repetitions cost every cold start 2,500 allocations.
+func validDigest(d string) bool {
+	return hexDigest(d, "sha256:", 64) || hexDigest(d, "sha512:", 128)
+}
+
+// hexDigest reports whether d is algorithm (with its ':') followed by n
+// lower-case hex digits. sha256 is the only digest Select deploys:
+// registries name pushed images by it.
+func hexDigest(d, algorithm string, n int) bool {
+	hex, ok := strings.CutPrefix(d, algorithm)
+	return ok && len(hex) == n && strings.Trim(hex, "0123456789abcdef") == ""
+}
+
+// validComponent reports whether p is a path component per the
+// distribution spec, but for case: runs of letters and digits joined by
+// '.', '_', "__" or any number of '-'. Parse reads any name (captured
+// builds carry redacted names such as PROJECT_ID); ParsePattern and Select
+// refuse upper case, which no registry holds.
+func validComponent(p string) bool {
+	for i := 0; i < len(p); {
+		j := i
+		for j < len(p) && alnum(p[j]) {
+			j++
+		}
+		if j == i {
+			return false // Empty, or a separator first or doubled.
+		}
+		if j == len(p) {
+			return true
+		}
+		k := j
+		for k < len(p) && !alnum(p[k]) {
+			k++
+		}
+		if sep := p[j:k]; sep != "." && sep != "_" && sep != "__" && strings.Trim(sep, "-") != "" {
+			return false
+		}
+		i = k
+	}
+	return false // Empty, or a separator last.
+}
+
+// validHost reports whether h is letters, digits, '.' and '-', with an
+// optional :port.
+func validHost(h string) bool {
+	name, port, hasPort := strings.Cut(h, ":")
+	if name == "" || strings.TrimFunc(name, func(r rune) bool { return r < 0x80 && (alnum(byte(r)) || r == '.' || r == '-') }) != "" {
+		return false
+	}
+	return !hasPort || port != "" && strings.Trim(port, "0123456789") == ""
+}
+
+func alnum(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9'
+}
+
+// validTag reports whether tag is a tag per the distribution spec: up to
+// 128 letters, digits, '_', '.' and '-', not starting with '.' or '-'.
+func validTag(tag string) bool {
+	if tag == "" || len(tag) > 128 || tag[0] == '.' || tag[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(tag); i++ {
+		c := tag[i]
+		if !alnum(c) && c != '_' && c != '.' && c != '-' {
+			return false
+		}
+	}
+	return true
+}
 
 // listMax is how many names list spells out.
 const listMax = 5

@@ -11,12 +11,16 @@ package result
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"time"
 
-	"cloud.google.com/go/pubsub/v2"
+	pubsub "cloud.google.com/go/pubsub/v2/apiv1"
+	"cloud.google.com/go/pubsub/v2/apiv1/pubsubpb"
+	"golang.org/x/oauth2/google"
 	"google.golang.org/api/option"
 )
 
@@ -89,14 +93,18 @@ type Options struct {
 // the first Publish and kept for the next ones (a warm instance's events);
 // a client that could not be made is tried again on the next Publish. It is
 // safe for concurrent use.
+//
+// It publishes through Pub/Sub's generated client, one message per call:
+// the high-level client's batching serves nothing here, and it imports
+// OpenCensus, whose initialisers cost every cold start.
 type Publisher struct {
 	topic   string
 	opts    Options
 	timeout time.Duration
 
 	mu     sync.Mutex
-	client *pubsub.Client
-	pub    *pubsub.Publisher
+	client *pubsub.TopicAdminClient
+	name   string // The topic's full name.
 }
 
 // NewPublisher returns a Publisher to topic: a full name,
@@ -120,48 +128,68 @@ func (p *Publisher) Topic() string { return p.topic }
 func (p *Publisher) Publish(ctx context.Context, m Message) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	pub, err := p.publisher(ctx)
+	client, name, err := p.publisher(ctx)
 	if err != nil {
 		return fmt.Errorf("publishing the result to %s: %w", p.topic, err)
 	}
-	if _, err := pub.Publish(ctx, &pubsub.Message{Data: m.Data(), Attributes: m.Attributes()}).Get(ctx); err != nil {
+	req := &pubsubpb.PublishRequest{Topic: name, Messages: []*pubsubpb.PubsubMessage{{Data: m.Data(), Attributes: m.Attributes()}}}
+	if _, err := client.Publish(ctx, req); err != nil {
 		return fmt.Errorf("publishing the result to %s: %w", p.topic, err)
 	}
 	return nil
 }
 
-// publisher returns the topic's publisher, made on first use.
-func (p *Publisher) publisher(ctx context.Context) (*pubsub.Publisher, error) {
+// publisher returns the client and the topic's full name, made on first
+// use.
+func (p *Publisher) publisher(ctx context.Context) (*pubsub.TopicAdminClient, string, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pub != nil {
-		return p.pub, nil
+	if p.client != nil {
+		return p.client, p.name, nil
 	}
-	project := pubsub.DetectProjectID
-	if parts := strings.Split(p.topic, "/"); len(parts) == 4 {
-		project = parts[1]
+	name := p.topic
+	if !strings.Contains(name, "/") {
+		project, err := projectID(ctx)
+		if err != nil {
+			return nil, "", err
+		}
+		name = "projects/" + project + "/topics/" + p.topic
 	}
 	// The client outlives this call's deadline: it serves the instance.
-	client, err := pubsub.NewClient(context.WithoutCancel(ctx), project, p.opts.ClientOptions...)
+	client, err := pubsub.NewTopicAdminClient(context.WithoutCancel(ctx), p.opts.ClientOptions...)
 	if err != nil {
-		return nil, err
+		return nil, "", fmt.Errorf("creating the pub/sub client: %w", err)
 	}
-	pub := client.Publisher(p.topic)
-	pub.PublishSettings.Timeout = p.timeout
-	p.client, p.pub = client, pub
-	return pub, nil
+	p.client, p.name = client, name
+	return client, name, nil
 }
 
-// Close stops the publisher and closes the client, if they were made.
+// projectID is the project of a bare topic ID, found as Pub/Sub's client
+// finds it: GOOGLE_CLOUD_PROJECT, else the project of Application Default
+// Credentials (the function's).
+func projectID(ctx context.Context) (string, error) {
+	if id := os.Getenv("GOOGLE_CLOUD_PROJECT"); id != "" {
+		return id, nil
+	}
+	creds, err := google.FindDefaultCredentials(ctx, "https://www.googleapis.com/auth/pubsub")
+	if err != nil {
+		return "", fmt.Errorf("finding the project of topic ID: %w", err)
+	}
+	if creds.ProjectID == "" {
+		return "", errors.New("finding the project of topic ID: none in GOOGLE_CLOUD_PROJECT or the credentials")
+	}
+	return creds.ProjectID, nil
+}
+
+// Close closes the client, if it was made.
 func (p *Publisher) Close() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.pub == nil {
+	if p.client == nil {
 		return nil
 	}
-	p.pub.Stop()
 	err := p.client.Close()
-	p.pub, p.client = nil, nil
+	p.client = nil
 	return err
 }
 

@@ -13,8 +13,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // Colour is one of the two Deployments of a blue-green target.
@@ -181,7 +182,7 @@ type BlueGreenOptions struct {
 // o.ScaleDownOld, the colour traffic left is scaled down o.ScaleDownDelay
 // after the switch, unless it is live or claimed again by then (see
 // scaleDown).
-func BlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
+func BlueGreen(ctx context.Context, client kube.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
 	waitCtx, cancel := waitContext(ctx, o.Timeout)
 	defer cancel()
 	var res Result
@@ -209,7 +210,7 @@ func waitContext(ctx context.Context, timeout time.Duration) (context.Context, c
 	return context.WithTimeoutCause(ctx, timeout, errTimeout)
 }
 
-func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
+func blueGreenOnce(ctx, waitCtx context.Context, client kube.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions) (Result, error) {
 	s, err := readBlueGreen(ctx, client, t)
 	if err != nil {
 		return Result{}, err
@@ -303,7 +304,7 @@ func blueGreenOnce(ctx, waitCtx context.Context, client kubernetes.Interface, t 
 // read, the error wraps Conflict and nothing was switched. It refuses, with
 // ErrNoPrevious, when the other colour holds a build newer than the live
 // one (a release not yet, or never, switched to).
-func Rollback(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, o BlueGreenOptions) (Result, error) {
+func Rollback(ctx context.Context, client kube.Interface, t BlueGreenTarget, o BlueGreenOptions) (Result, error) {
 	s, err := readBlueGreen(ctx, client, t)
 	if err != nil {
 		return Result{}, err
@@ -472,7 +473,7 @@ type blueGreenState struct {
 	switchedBack string
 }
 
-func readBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (*blueGreenState, error) {
+func readBlueGreen(ctx context.Context, client kube.Interface, t BlueGreenTarget) (*blueGreenState, error) {
 	rt, err := getRouter(ctx, client, t)
 	if err != nil {
 		return nil, err
@@ -640,7 +641,7 @@ func (s *blueGreenState) dryRun(ctx context.Context, sw map[string]any, sent [][
 // the scale-down's came before the switch read the colour, and the switch
 // then finds it at 0 and scales it up before it switches. Only a writer that
 // switches the router without these steps (kubectl patch) can race it.
-func (s *blueGreenState) scaleDown(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) string {
+func (s *blueGreenState) scaleDown(ctx context.Context, client kube.Interface, o BlueGreenOptions) string {
 	if !o.ScaleDownOld || replicas(s.live) == 0 {
 		return ""
 	}
@@ -670,7 +671,7 @@ func (s *blueGreenState) scaleDown(ctx context.Context, client kubernetes.Interf
 	return reason
 }
 
-func (s *blueGreenState) scaleDownOnce(ctx context.Context, client kubernetes.Interface, o BlueGreenOptions) (string, error) {
+func (s *blueGreenState) scaleDownOnce(ctx context.Context, client kube.Interface, o BlueGreenOptions) (string, error) {
 	// The colour first, then the router: see scaleDown.
 	name := s.live.Name
 	old, err := client.AppsV1().Deployments(s.live.Namespace).Get(ctx, name, metav1.GetOptions{})
@@ -703,7 +704,7 @@ func (s *blueGreenState) scaleDownOnce(ctx context.Context, client kubernetes.In
 
 // patchDeployment sends patch to d, with d's resourceVersion as the
 // precondition, and returns d as patched and the patch as sent.
-func patchDeployment(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment, patch map[string]any, o BlueGreenOptions) (*appsv1.Deployment, []byte, error) {
+func patchDeployment(ctx context.Context, client kube.Interface, d *appsv1.Deployment, patch map[string]any, o BlueGreenOptions) (*appsv1.Deployment, []byte, error) {
 	m, _ := patch["metadata"].(map[string]any)
 	if m == nil {
 		m = map[string]any{}

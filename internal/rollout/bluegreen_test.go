@@ -22,6 +22,8 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 // digest0 is what the idle colour runs before any test release.
@@ -288,7 +290,7 @@ func TestBlueGreenSwitchesAfterAvailable(t *testing.T) {
 			controller(t, cs, becomesAvailable)
 			switches := recordSwitches(t, cs)
 
-			res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: time.Minute})
+			res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(kind), r2, BlueGreenOptions{Timeout: time.Minute})
 			if err != nil {
 				t.Fatalf("BlueGreen: %v", err)
 			}
@@ -335,7 +337,7 @@ func TestBlueGreenIdlePatch(t *testing.T) {
 	r1, r2 := release(1, digest1), release(2, digest2)
 	cs := newClientset(t, svcRouter(Blue, nil), colour(Blue, r1, 3), colour(Green, release0, 0))
 	controller(t, cs, becomesAvailable)
-	if _, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{}); err != nil {
+	if _, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []map[string]any
@@ -424,7 +426,7 @@ func TestBlueGreenNeverSwitchesToUnavailable(t *testing.T) {
 				controller(t, cs, tt.b)
 				switches := recordSwitches(t, cs)
 
-				res, err := BlueGreen(context.Background(), cs, bgTarget(kind), r2, BlueGreenOptions{Timeout: time.Second, ScaleDownOld: true})
+				res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(kind), r2, BlueGreenOptions{Timeout: time.Second, ScaleDownOld: true})
 				if !errors.Is(err, tt.target) {
 					t.Fatalf("error = %v, want %v", err, tt.target)
 				}
@@ -482,7 +484,7 @@ func TestBlueGreenSkips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, svcRouter(Blue, tt.router), tt.blue, tt.idle)
-			res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{})
+			res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -506,7 +508,7 @@ func TestBlueGreenIdleAlreadyRunsRelease(t *testing.T) {
 	// The fake bumps the generation on any patch, where the API server would
 	// not for annotations alone: the simulated controller observes it.
 	controller(t, cs, becomesAvailable)
-	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
+	res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -570,7 +572,7 @@ func TestBlueGreenScaleDownOld(t *testing.T) {
 					return false, nil, nil
 				})
 			}
-			res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{ScaleDownOld: true})
+			res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{ScaleDownOld: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -639,7 +641,7 @@ func TestBlueGreenScaleDownDelay(t *testing.T) {
 		{"the invocation ends within the delay", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) { cancel() }, nil,
 			"; left web-blue running: context canceled within the 30s scale-down delay", 3},
 		{"a rollback within the delay switches straight back", func(t *testing.T, cs *fake.Clientset, cancel context.CancelFunc) {
-			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+			res, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
 			if err != nil || res.Outcome != Deployed {
 				t.Fatalf("Rollback within the delay = %+v, %v", res, err)
 			}
@@ -693,7 +695,7 @@ func TestBlueGreenScaleDownDelay(t *testing.T) {
 				return fired
 			}
 
-			res, err := BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
+			res, err := BlueGreen(ctx, kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -750,7 +752,7 @@ func TestRollbackNeverSwitchesToAColourScaledDown(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
+	_, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{Timeout: time.Minute})
 	route, _ := routerState(t, cs, ServiceRouter)
 	blue := replicas(getDeployment(t, cs, "web-blue"))
 	if route == "version=blue" && blue == 0 {
@@ -786,11 +788,11 @@ func TestBlueGreenRouterUnknown(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, tt.router, colour(Blue, r1, 3), colour(Green, release0, 3))
-			_, err := BlueGreen(context.Background(), cs, bgTarget(tt.kind), release(2, digest2), BlueGreenOptions{})
+			_, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(tt.kind), release(2, digest2), BlueGreenOptions{})
 			if !errors.Is(err, ErrRouterUnknown) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v, want ErrRouterUnknown saying %q", err, tt.want)
 			}
-			_, err = Rollback(context.Background(), cs, bgTarget(tt.kind), BlueGreenOptions{})
+			_, err = Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(tt.kind), BlueGreenOptions{})
 			if !errors.Is(err, ErrRouterUnknown) {
 				t.Errorf("Rollback: error = %v, want ErrRouterUnknown", err)
 			}
@@ -843,7 +845,7 @@ func TestBlueGreenRace(t *testing.T) {
 		cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
 		controller(t, cs, becomesAvailable)
 		raceOnRouter(t, cs, `"selector"`, Green, r3) // Build 3 took green and switched to it.
-		res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{})
+		res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -862,7 +864,7 @@ func TestBlueGreenRace(t *testing.T) {
 		cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
 		controller(t, cs, becomesAvailable)
 		raceOnRouter(t, cs, AnnotationDeploying, Green, r2) // Build 2 switched to green before build 3's claim.
-		res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r3, BlueGreenOptions{})
+		res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r3, BlueGreenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -898,7 +900,7 @@ func TestBlueGreenRace(t *testing.T) {
 			errs := make([]error, 2)
 			for j, r := range []Release{r3, r2} {
 				wg.Go(func() {
-					_, errs[j] = BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: time.Minute})
+					_, errs[j] = BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: time.Minute})
 				})
 			}
 			wg.Wait()
@@ -930,7 +932,7 @@ func TestBlueGreenRace(t *testing.T) {
 func TestBlueGreenDryRun(t *testing.T) {
 	r1 := release(1, digest1)
 	cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
-	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), release(2, digest2), BlueGreenOptions{DryRun: true})
+	res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), release(2, digest2), BlueGreenOptions{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -959,7 +961,7 @@ func TestRollback(t *testing.T) {
 				controller(t, cs, becomesAvailable)
 				switches := recordSwitches(t, cs)
 
-				res, err := Rollback(context.Background(), cs, bgTarget(kind), BlueGreenOptions{Timeout: time.Minute})
+				res, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(kind), BlueGreenOptions{Timeout: time.Minute})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -1017,12 +1019,12 @@ func TestRollbackSticks(t *testing.T) {
 	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
 	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
 	controller(t, cs, becomesAvailable)
-	if _, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{}); err != nil {
+	if _, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for _, r := range []Release{r2, r3} {
-		res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r, BlueGreenOptions{})
+		res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r, BlueGreenOptions{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1058,7 +1060,7 @@ func TestRollbackRefuses(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, svcRouter(Green, tt.router), colour(Blue, tt.blue, 3), colour(Green, r2, 3))
-			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+			res, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{})
 			if !errors.Is(err, ErrNoPrevious) {
 				t.Fatalf("error = %v, want ErrNoPrevious", err)
 			}
@@ -1080,7 +1082,7 @@ func TestRollbackSwitchesAtMostOnce(t *testing.T) {
 	cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
 	controller(t, cs, becomesAvailable)
 	raceOnRouter(t, cs, `"selector"`, Green, r3) // Build 3 went live on green meanwhile.
-	_, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+	_, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{})
 	if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was switched") {
 		t.Errorf("error = %v, want a Conflict saying nothing was switched", err)
 	}
@@ -1106,7 +1108,7 @@ func TestBlueGreenIdleRunsTheDigestUnderAnotherName(t *testing.T) {
 	controller(t, cs, becomesAvailable)
 	switches := recordSwitches(t, cs)
 
-	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
+	res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1140,7 +1142,7 @@ func TestBlueGreenRouterSwitchedBackByHand(t *testing.T) {
 
 	var got []string
 	for _, r := range []Release{r2, between, r3} {
-		res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: time.Minute})
+		res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: time.Minute})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -1190,11 +1192,11 @@ func TestBlueGreenUnreadableRecordFailsClosed(t *testing.T) {
 			cs := newClientset(t, svcRouter(Blue, tt.router), colour(Blue, r1, 3), tt.idle)
 			// A timeout, so that a release deployed by mistake fails rather than waits.
 			o := BlueGreenOptions{Timeout: 300 * time.Millisecond}
-			res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, o)
+			res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, o)
 			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) || res.Outcome != "" {
 				t.Errorf("BlueGreen = %s, %v; want the zero Result and ErrRecordUnreadable saying %q", res.Outcome, err, tt.want)
 			}
-			res, err = Rollback(context.Background(), cs, bgTarget(ServiceRouter), o)
+			res, err = Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), o)
 			if !errors.Is(err, ErrRecordUnreadable) || res.Outcome != "" {
 				t.Errorf("Rollback = %s, %v; want the zero Result and ErrRecordUnreadable", res.Outcome, err)
 			}
@@ -1229,7 +1231,7 @@ func TestRollbackClaims(t *testing.T) {
 			annotations[AnnotationDeploying] = tt.claim
 			cs := newClientset(t, svcRouter(Green, annotations), colour(Blue, r1, 3), colour(Green, r2, 3))
 			controller(t, cs, becomesAvailable)
-			res, err := Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{ClaimExpiry: time.Hour})
+			res, err := Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{ClaimExpiry: time.Hour})
 			said := res.Reason
 			if err != nil {
 				said = err.Error()
@@ -1260,7 +1262,7 @@ func TestBlueGreenTakesOverAnExpiredClaim(t *testing.T) {
 	annotations[AnnotationDeploying] = stale
 	cs := newClientset(t, svcRouter(Blue, annotations), colour(Blue, r1, 3), colour(Green, release0, 3))
 	controller(t, cs, becomesAvailable)
-	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{ClaimExpiry: time.Hour})
+	res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{ClaimExpiry: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1285,7 +1287,7 @@ func TestBlueGreenInitContainer(t *testing.T) {
 	}
 	cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), asSidecar(colour(Blue, r1, 3)), asSidecar(colour(Green, release0, 3)))
 	controller(t, cs, becomesAvailable)
-	res, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
+	res, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: time.Minute})
 	if err != nil || res.Outcome != Deployed {
 		t.Fatalf("BlueGreen = %+v, %v; want deployed", res, err)
 	}

@@ -19,8 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // AnnotationCanary, on the canary Deployment, records the canary in
@@ -165,7 +166,7 @@ func CanaryShare(canary, stable int32) float64 {
 // A redelivery of r resumes at the recorded step (the rest of its hold
 // only); a newer build takes the canary over from an older one; an older
 // build is skipped.
-func Canary(ctx context.Context, client kubernetes.Interface, t CanaryTarget, r Release, o CanaryOptions) (Result, error) {
+func Canary(ctx context.Context, client kube.Interface, t CanaryTarget, r Release, o CanaryOptions) (Result, error) {
 	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
 		return Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
 			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelRejectedBuild)
@@ -188,7 +189,7 @@ func Canary(ctx context.Context, client kubernetes.Interface, t CanaryTarget, r 
 
 // canaryRun is one invocation's canary of one release.
 type canaryRun struct {
-	client kubernetes.Interface
+	client kube.Interface
 	t      CanaryTarget
 	r      Release
 	o      CanaryOptions
@@ -774,7 +775,7 @@ var ErrNoCanary = errors.New("no canary in progress")
 // rejected on the stable Deployment's high-water mark, so that its
 // redelivery does not start it again. With no canary in progress the
 // error wraps ErrNoCanary.
-func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarget, o Options) (Result, error) {
+func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o Options) (Result, error) {
 	c := &canaryRun{client: client, t: t, o: CanaryOptions{DryRun: o.DryRun}}
 	stable, err := c.get(ctx, t.Deployment)
 	if err != nil {
@@ -828,7 +829,7 @@ func AbortCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarge
 // InspectCanary is Inspect of t's stable Deployment, with the canary in
 // progress, if any, as Deploying: "build B at P% on DEPLOYMENT-canary (N
 // replicas), claimed at T".
-func InspectCanary(ctx context.Context, client kubernetes.Interface, t CanaryTarget) (State, error) {
+func InspectCanary(ctx context.Context, client kube.Interface, t CanaryTarget) (State, error) {
 	s, err := Inspect(ctx, client, Target{Namespace: t.Namespace, Deployment: t.Deployment, Container: t.Container})
 	if err != nil {
 		return State{}, err

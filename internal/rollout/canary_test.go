@@ -19,6 +19,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
+
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 var canaryTarget = CanaryTarget{Namespace: "prod", Deployment: "web", Container: "web"}
@@ -157,7 +159,7 @@ func TestCanaryStepsThenPromotes(t *testing.T) {
 	h := recordCanary(t, cs)
 	const pause = 300 * time.Millisecond
 
-	res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(pause))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(pause))
 	if err != nil {
 		t.Fatalf("Canary: %v", err)
 	}
@@ -224,7 +226,7 @@ func TestCanaryAbortsOnRestart(t *testing.T) {
 				})
 			}
 
-			_, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Minute))
+			_, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Minute))
 			if !errors.Is(err, ErrCanaryAborted) || !strings.HasPrefix(err.Error(), tt.wantErr) {
 				t.Fatalf("Canary error = %v, want ErrCanaryAborted starting %q", err, tt.wantErr)
 			}
@@ -239,7 +241,7 @@ func TestCanaryAbortsOnRestart(t *testing.T) {
 			}
 
 			// Redelivered, the rejected build does not start again.
-			res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Minute))
+			res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Minute))
 			if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "was rejected") {
 				t.Errorf("redelivery: %s %q %v, want skipped as rolled back", res.Outcome, res.Reason, err)
 			}
@@ -290,7 +292,7 @@ func TestCanaryResumesAtTheRecordedStep(t *testing.T) {
 	controller(t, cs, becomesAvailable)
 	h := recordCanary(t, cs)
 
-	res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Hour))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Hour))
 	if err != nil {
 		t.Fatalf("Canary: %v", err)
 	}
@@ -328,7 +330,7 @@ func TestCanaryClaims(t *testing.T) {
 			cs := newClientset(t, stable, progressOn(canary, tt.progress))
 			controller(t, cs, becomesAvailable)
 			h := recordCanary(t, cs)
-			res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Millisecond))
+			res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Millisecond))
 			if !errors.Is(err, tt.wantErr) {
 				t.Fatalf("Canary error = %v, want %v", err, tt.wantErr)
 			}
@@ -354,14 +356,14 @@ func TestCanaryNewerBuildStopsTheOlderInvocation(t *testing.T) {
 	}
 	older := make(chan outcome, 1)
 	go func() {
-		res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Hour))
+		res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Hour))
 		older <- outcome{res, err}
 	}()
 	holding := make(chan struct{})
 	onHold(t, cs, func() { close(holding) })
 	<-holding
 
-	res, err := Canary(context.Background(), cs, canaryTarget, r3, canaryOptions(time.Millisecond))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r3, canaryOptions(time.Millisecond))
 	if err != nil || res.Outcome != Deployed || !strings.HasPrefix(res.Reason, "stopped the canary of the older build build-2 at 10%") {
 		t.Fatalf("newer Canary = %s %q %v, want deployed, stopping build-2's canary", res.Outcome, res.Reason, err)
 	}
@@ -388,7 +390,7 @@ func TestAbortCanary(t *testing.T) {
 		Step: 1, Percent: 50, Holder: "other", ClaimedAt: time.Now()})
 	cs := newClientset(t, stable, canary)
 
-	s, err := InspectCanary(context.Background(), cs, canaryTarget)
+	s, err := InspectCanary(context.Background(), kubetest.Adapt(cs), canaryTarget)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +398,7 @@ func TestAbortCanary(t *testing.T) {
 		t.Errorf("InspectCanary deploying %q, want it to start %q", s.Deploying, want)
 	}
 
-	res, err := AbortCanary(context.Background(), cs, canaryTarget, Options{})
+	res, err := AbortCanary(context.Background(), kubetest.Adapt(cs), canaryTarget, Options{})
 	if err != nil {
 		t.Fatalf("AbortCanary: %v", err)
 	}
@@ -412,7 +414,7 @@ func TestAbortCanary(t *testing.T) {
 		t.Errorf("after the abort (-want +got):\n%s", diff)
 	}
 
-	if _, err := AbortCanary(context.Background(), cs, canaryTarget, Options{}); !errors.Is(err, ErrNoCanary) {
+	if _, err := AbortCanary(context.Background(), kubetest.Adapt(cs), canaryTarget, Options{}); !errors.Is(err, ErrNoCanary) {
 		t.Errorf("AbortCanary with no canary in progress: %v, want ErrNoCanary", err)
 	}
 }
@@ -425,10 +427,10 @@ func TestAbortCanaryStopsTheRunningInvocation(t *testing.T) {
 	h := recordCanary(t, cs)
 	aborted := make(chan error, 1)
 	onHold(t, cs, func() {
-		_, err := AbortCanary(context.Background(), cs, canaryTarget, Options{})
+		_, err := AbortCanary(context.Background(), kubetest.Adapt(cs), canaryTarget, Options{})
 		aborted <- err
 	})
-	res, err := Canary(context.Background(), cs, canaryTarget, r2, canaryOptions(time.Hour))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, canaryOptions(time.Hour))
 	if err := <-aborted; err != nil {
 		t.Fatalf("AbortCanary: %v", err)
 	}
@@ -471,7 +473,7 @@ func TestCanaryGates(t *testing.T) {
 			o := canaryOptions(10 * time.Millisecond)
 			o.Gates = webGates(time.Minute, "migrate", "smoke")
 
-			res, err := Canary(context.Background(), cs, canaryTarget, r2, o)
+			res, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, o)
 			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 				t.Fatalf("Canary = %+v, %v; want error %v", res, err, tt.wantErr)
 			}
@@ -496,7 +498,7 @@ func TestCanaryGates(t *testing.T) {
 			}
 			// The redelivery: skipped, and no gate runs again.
 			before := len(writes(cs))
-			res, err = Canary(context.Background(), cs, canaryTarget, r2, o)
+			res, err = Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, o)
 			if err != nil || res.Outcome != Skipped || len(writes(cs)) != before {
 				t.Errorf("redelivery = %s %q, %v, writes %q; want skipped with no write", res.Outcome, res.Reason, err, writes(cs)[before:])
 			}
@@ -540,7 +542,7 @@ func TestCanaryPodUnreadyAtHoldStart(t *testing.T) {
 				exact = append(exact, opts.ResourceVersion)
 				return true, &corev1.PodList{Items: tt.snapshot}, nil
 			})
-			_, err := Canary(context.Background(), cs, canaryTarget, r2, CanaryOptions{Steps: []int{10}, Pause: 50 * time.Millisecond, Timeout: time.Minute})
+			_, err := Canary(context.Background(), kubetest.Adapt(cs), canaryTarget, r2, CanaryOptions{Steps: []int{10}, Pause: 50 * time.Millisecond, Timeout: time.Minute})
 			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (!errors.Is(err, ErrCanaryAborted) || !strings.HasPrefix(err.Error(), tt.wantErr)) {
 				t.Fatalf("Canary error = %v, want %q", err, tt.wantErr)
 			}

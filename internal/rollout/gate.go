@@ -17,11 +17,11 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	watchtools "k8s.io/client-go/tools/watch"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // Keys the release gates write on the Jobs they create.
@@ -110,7 +110,7 @@ func JobName(gate, buildID string) string {
 // run runs every gate for r, in order. service is the Service the release
 // can be reached at before traffic moves ("" with rolling). It returns nil
 // once every gate's Job is Complete.
-func (g Gates) run(ctx context.Context, client kubernetes.Interface, r Release, service string) error {
+func (g Gates) run(ctx context.Context, client kube.Interface, r Release, service string) error {
 	for _, gate := range g.Names {
 		if err := g.runOne(ctx, client, gate, r, service); err != nil {
 			return err
@@ -127,7 +127,7 @@ func (g Gates) summary() string {
 	return " after gates " + strings.Join(g.Names, ", ") + " completed"
 }
 
-func (g Gates) runOne(ctx context.Context, client kubernetes.Interface, gate string, r Release, service string) error {
+func (g Gates) runOne(ctx context.Context, client kube.Interface, gate string, r Release, service string) error {
 	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
 		return fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
 			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelGateBuild)
@@ -237,7 +237,7 @@ func (g Gates) runsRepository(img string) bool {
 // with why), bounded by g.Timeout (ErrGateTimeout). The watch starts at the
 // resourceVersion job was read at and selects it by name, which is what
 // RBAC needs to grant watch on Jobs without list.
-func (g Gates) wait(ctx context.Context, client kubernetes.Interface, gate string, job *batchv1.Job) error {
+func (g Gates) wait(ctx context.Context, client kube.Interface, gate string, job *batchv1.Job) error {
 	if done, err := g.finished(ctx, client, gate, job); done {
 		return err
 	}
@@ -287,7 +287,7 @@ var errGateTimeout = errors.New("gate timeout")
 
 // finished reports whether job is Complete (nil) or Failed (an error
 // wrapping ErrGateFailed that says why).
-func (g Gates) finished(ctx context.Context, client kubernetes.Interface, gate string, job *batchv1.Job) (bool, error) {
+func (g Gates) finished(ctx context.Context, client kube.Interface, gate string, job *batchv1.Job) (bool, error) {
 	for _, c := range job.Status.Conditions {
 		if c.Status != corev1.ConditionTrue {
 			continue
@@ -310,7 +310,7 @@ func (g Gates) finished(ctx context.Context, client kubernetes.Interface, gate s
 // terminations says how job's failed pods' containers ended: ", pod P
 // container C exited 1: MESSAGE", from the pods the Job's selector picks.
 // A pod list that fails says so instead: the failure is reported anyway.
-func terminations(ctx context.Context, client kubernetes.Interface, job *batchv1.Job) string {
+func terminations(ctx context.Context, client kube.Interface, job *batchv1.Job) string {
 	if job.Spec.Selector == nil {
 		return ""
 	}
@@ -374,7 +374,7 @@ func rejectedReason(rejected record, r Release) string {
 // records a newer rejection already), and returns gateErr. When the record
 // cannot be written the error is the write's, so that a redelivery, which
 // finds the gate's failed Job, records it again.
-func rejectRolling(ctx context.Context, client kubernetes.Interface, t Target, r Release, gateErr error) error {
+func rejectRolling(ctx context.Context, client kube.Interface, t Target, r Release, gateErr error) error {
 	if err := recordRejection(ctx, client, t, r, Options{}); err != nil {
 		return fmt.Errorf("%v; recording the rejection on deployment %s/%s failed: %w", gateErr, t.Namespace, t.Deployment, err)
 	}
@@ -386,7 +386,7 @@ func rejectRolling(ctx context.Context, client kubernetes.Interface, t Target, r
 // rejection already: neither r nor an older build is deployed there again
 // (see decide). A gate that failed and an aborted canary leave this one
 // record.
-func recordRejection(ctx context.Context, client kubernetes.Interface, t Target, r Release, o Options) error {
+func recordRejection(ctx context.Context, client kube.Interface, t Target, r Release, o Options) error {
 	deployments := client.AppsV1().Deployments(t.Namespace)
 	return retry.RetryOnConflict(conflictBackoff, func() error {
 		d, err := deployments.Get(ctx, t.Deployment, metav1.GetOptions{})
@@ -414,7 +414,7 @@ func recordRejection(ctx context.Context, client kubernetes.Interface, t Target,
 // rejectBlueGreen records on s's router that a gate rejected r (unless it
 // records a newer rejection already) and removes r's claim, and returns
 // gateErr; see rejectRolling.
-func rejectBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions, gateErr error) error {
+func rejectBlueGreen(ctx context.Context, client kube.Interface, t BlueGreenTarget, r Release, o BlueGreenOptions, gateErr error) error {
 	err := retry.RetryOnConflict(conflictBackoff, func() error {
 		rt, err := getRouter(ctx, client, t)
 		if err != nil {

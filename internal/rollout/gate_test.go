@@ -22,6 +22,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 var (
@@ -161,7 +162,7 @@ func TestGateJobIsTheCronJobsTemplate(t *testing.T) {
 	)
 	cs := newClientset(t, deployment("web", repo+":old", nil), cj)
 	jobController(t, cs, func(*batchv1.Job) jobOutcome { return completes })
-	if _, err := Rolling(context.Background(), cs, target, r, Options{Gates: webGates(time.Minute, "migrate")}); err != nil {
+	if _, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{Gates: webGates(time.Minute, "migrate")}); err != nil {
 		t.Fatalf("Rolling: %v", err)
 	}
 	got := jobs(t, cs)
@@ -249,7 +250,7 @@ func TestRollingGates(t *testing.T) {
 			if tt.wantErr == ErrGateTimeout {
 				timeout = 50 * time.Millisecond
 			}
-			res, err := Rolling(context.Background(), cs, target, r1, Options{Gates: webGates(timeout, "migrate", "smoke")})
+			res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r1, Options{Gates: webGates(timeout, "migrate", "smoke")})
 			text := res.Reason
 			if !errors.Is(err, tt.wantErr) || (err == nil) != (tt.wantErr == nil) {
 				t.Fatalf("Rolling = %+v, %v; want error %v", res, err, tt.wantErr)
@@ -286,7 +287,7 @@ func TestRollingRejection(t *testing.T) {
 		return completes
 	})
 	o := Options{Gates: webGates(time.Minute, "smoke")}
-	if _, err := Rolling(ctx, cs, target, r1, o); !errors.Is(err, ErrGateFailed) {
+	if _, err := Rolling(ctx, kubetest.Adapt(cs), target, r1, o); !errors.Is(err, ErrGateFailed) {
 		t.Fatalf("Rolling(build-1) error = %v, want ErrGateFailed", err)
 	}
 	labels := getDeployment(t, cs, "web").Labels
@@ -309,7 +310,7 @@ func TestRollingRejection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		cs.ClearActions()
-		res, err := Rolling(ctx, cs, target, tt.r, o)
+		res, err := Rolling(ctx, kubetest.Adapt(cs), target, tt.r, o)
 		if err != nil {
 			t.Fatalf("Rolling(%s): %v", tt.r.BuildID, err)
 		}
@@ -334,12 +335,12 @@ func TestGateRunsOncePerBuild(t *testing.T) {
 		outcome := hangs
 		jobController(t, cs, func(*batchv1.Job) jobOutcome { return outcome })
 		o := Options{Gates: webGates(20*time.Millisecond, "migrate")}
-		if _, err := Rolling(ctx, cs, target, r1, o); !errors.Is(err, ErrGateTimeout) {
+		if _, err := Rolling(ctx, kubetest.Adapt(cs), target, r1, o); !errors.Is(err, ErrGateTimeout) {
 			t.Fatalf("first delivery: error = %v, want ErrGateTimeout", err)
 		}
 		outcome = completes
 		o.Gates.Timeout = time.Minute
-		if res, err := Rolling(ctx, cs, target, r1, o); err != nil || res.Outcome != Deployed {
+		if res, err := Rolling(ctx, kubetest.Adapt(cs), target, r1, o); err != nil || res.Outcome != Deployed {
 			t.Fatalf("redelivery = %+v, %v; want deployed", res, err)
 		}
 		if diff := cmp.Diff([]string{"create jobs migrate-build1-e844ad", "patch deployments web"}, writes(cs)); diff != "" {
@@ -358,7 +359,7 @@ func TestGateRunsOncePerBuild(t *testing.T) {
 			}
 			return true, nil, apierrors.NewAlreadyExists(jobsGVR.GroupResource(), j.Name)
 		})
-		if res, err := Rolling(ctx, cs, target, r1, Options{Gates: webGates(time.Minute, "migrate")}); err != nil || res.Outcome != Deployed {
+		if res, err := Rolling(ctx, kubetest.Adapt(cs), target, r1, Options{Gates: webGates(time.Minute, "migrate")}); err != nil || res.Outcome != Deployed {
 			t.Fatalf("Rolling = %+v, %v; want deployed", res, err)
 		}
 		if n := len(jobs(t, cs)); n != 1 {
@@ -370,7 +371,7 @@ func TestGateRunsOncePerBuild(t *testing.T) {
 			Labels: map[string]string{LabelGateBuild: "build-1-but-another"}}}
 		cs := newClientset(t, deployment("web", repo+":old", nil), cronJob("migrate", gateContainer()), other)
 		jobController(t, cs, func(*batchv1.Job) jobOutcome { return completes })
-		_, err := Rolling(ctx, cs, target, r1, Options{Gates: webGates(time.Minute, "migrate")})
+		_, err := Rolling(ctx, kubetest.Adapt(cs), target, r1, Options{Gates: webGates(time.Minute, "migrate")})
 		if !errors.Is(err, ErrGateInvalid) || !strings.Contains(err.Error(), `job prod/migrate-build1-e844ad holds build "build-1-but-another", not build-1`) {
 			t.Errorf("error = %v, want ErrGateInvalid naming the job and both builds", err)
 		}
@@ -395,7 +396,7 @@ func TestGateConfigurationErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, append(tt.objs, deployment("web", repo+":old", nil))...)
-			_, err := Rolling(context.Background(), cs, target, release(1, digest1), Options{Gates: webGates(time.Minute, "migrate")})
+			_, err := Rolling(context.Background(), kubetest.Adapt(cs), target, release(1, digest1), Options{Gates: webGates(time.Minute, "migrate")})
 			if err == nil || !tt.check(err) || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("error = %v, want one saying %q", err, tt.wantErr)
 			}
@@ -438,7 +439,7 @@ func TestBlueGreenGates(t *testing.T) {
 				return false, nil, nil
 			})
 			o := BlueGreenOptions{Timeout: time.Minute, Gates: webGates(time.Minute, "smoke")}
-			res, err := BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
+			res, err := BlueGreen(ctx, kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, o)
 			if tt.outcome == fails {
 				if !errors.Is(err, ErrGateFailed) || !strings.Contains(err.Error(), smokeMessage) {
 					t.Fatalf("BlueGreen = %+v, %v; want ErrGateFailed with the termination message", res, err)
@@ -465,7 +466,7 @@ func TestBlueGreenGates(t *testing.T) {
 				t.Errorf("router's rejection record and claim (-want +got):\n%s", diff)
 			}
 			cs.ClearActions()
-			res, err = BlueGreen(ctx, cs, bgTarget(ServiceRouter), r2, o)
+			res, err = BlueGreen(ctx, kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, o)
 			if err != nil || res.Reason != "build build-2 was rejected (a release gate failed, or its canary was aborted): it is not deployed, nor are its gates run again" {
 				t.Errorf("redelivery = %+v, %v; want skipped as rejected", res, err)
 			}

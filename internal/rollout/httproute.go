@@ -15,8 +15,8 @@ import (
 
 // HTTPRouteClient is what the canary's HTTPRoute router needs of the
 // Gateway API in the target's namespace: the signatures of client-go's
-// typed clients, so that a gentype client over the gateway group and
-// gateway-api's fake clientset both satisfy it.
+// typed clients, so that kube.Interface's HTTPRoutes and gateway-api's
+// fake clientset both satisfy it.
 type HTTPRouteClient interface {
 	Get(ctx context.Context, name string, opts metav1.GetOptions) (*gatewayv1.HTTPRoute, error)
 	Patch(ctx context.Context, name string, pt types.PatchType, data []byte, opts metav1.PatchOptions, subresources ...string) (*gatewayv1.HTTPRoute, error)

@@ -19,6 +19,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
 
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/testenv/fakekube"
 )
 
@@ -193,7 +194,7 @@ func TestCanaryHTTPRouteStepsThenPromotes(t *testing.T) {
 	routes := newRoutes(t, h, stableOnly())
 	const pause = 200 * time.Millisecond
 
-	res, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(pause))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(pause))
 	if err != nil {
 		t.Fatalf("Canary: %v", err)
 	}
@@ -237,7 +238,7 @@ func TestCanaryHTTPRouteAbortsTrafficFirst(t *testing.T) {
 		}
 	})
 
-	_, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(time.Minute))
+	_, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(time.Minute))
 	if !errors.Is(err, ErrCanaryAborted) || !strings.HasPrefix(err.Error(), "canary aborted at 10%: pod web-canary-a restarted, exit code 1: Error; traffic is back on web") {
 		t.Fatalf("Canary error = %v, want ErrCanaryAborted at 10%%", err)
 	}
@@ -253,7 +254,7 @@ func TestCanaryHTTPRouteRefused(t *testing.T) {
 	controller(t, cs, becomesAvailable)
 	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", nil)}))
 
-	_, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(0))
+	_, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
 	if !errors.Is(err, ErrRouteInvalid) {
 		t.Fatalf("Canary error = %v, want ErrRouteInvalid", err)
 	}
@@ -279,7 +280,7 @@ func TestCanaryHTTPRouteResumeNeverMovesBack(t *testing.T) {
 	h := recordCanary(t, cs)
 	routes := newRoutes(t, h, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(50)), ref("web-canary", weightOf(50))}))
 
-	if _, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(0)); err != nil {
+	if _, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0)); err != nil {
 		t.Fatalf("Canary: %v", err)
 	}
 	want := []string{"web-canary replicas=1", "web-canary replicas=2", "web image=sha256:2222", "route 100/0", "web-canary replicas=0"}
@@ -298,7 +299,7 @@ func TestCanaryHTTPRouteTakesTrafficBackFromAnOlderBuild(t *testing.T) {
 	h := recordCanary(t, cs)
 	routes := newRoutes(t, h, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(50)), ref("web-canary", weightOf(50))}))
 
-	if _, err := Canary(context.Background(), cs, routeTarget(routes), r3, canaryOptions(0)); err != nil {
+	if _, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r3, canaryOptions(0)); err != nil {
 		t.Fatalf("Canary: %v", err)
 	}
 	// build-2's canary loses its share before the canary runs build-3.
@@ -337,7 +338,7 @@ func TestInspectCanaryShowsWeights(t *testing.T) {
 	stable, canary := canaryPair(r1)
 	cs := newClientset(t, stable, canary)
 	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
-	s, err := InspectCanary(context.Background(), cs, routeTarget(routes))
+	s, err := InspectCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -356,7 +357,7 @@ func TestAbortCanaryHTTPRoute(t *testing.T) {
 	cs := newClientset(t, stable, canary)
 	h := recordCanary(t, cs)
 	routes := newRoutes(t, h, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
-	res, err := AbortCanary(context.Background(), cs, routeTarget(routes), Options{})
+	res, err := AbortCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -407,7 +408,7 @@ func TestCanaryHTTPRouteNoShareAfterLosingTheClaim(t *testing.T) {
 		return false, nil, nil
 	})
 
-	res, err := Canary(context.Background(), cs, routeTarget(routes), r2, canaryOptions(0))
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
 	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "superseded: the newer build build-3") {
 		t.Errorf("Canary = %s %q, %v; want skipped, superseded by build-3", res.Outcome, res.Reason, err)
 	}

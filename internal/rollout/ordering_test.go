@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 // TestRollingOrderingProperty delivers N builds with random createTimes,
@@ -59,7 +60,7 @@ func TestRollingOrderingProperty(t *testing.T) {
 			for _, r := range deliveries {
 				wg.Go(func() {
 					for {
-						_, err := Rolling(context.Background(), cs, target, r, Options{})
+						_, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{})
 						if !apierrors.IsConflict(err) {
 							if err != nil {
 								t.Errorf("Rolling(%s): %v", r.BuildID, err)
@@ -159,7 +160,7 @@ func TestBlueGreenOrderingProperty(t *testing.T) {
 			for _, r := range deliveries {
 				wg.Go(func() {
 					for try := 0; ; try++ {
-						_, err := BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: 10 * time.Second, ClaimExpiry: time.Minute})
+						_, err := BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r, BlueGreenOptions{Timeout: 10 * time.Second, ClaimExpiry: time.Minute})
 						if err == nil {
 							return
 						}

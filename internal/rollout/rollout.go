@@ -46,10 +46,10 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // Annotation keys the function writes on the objects it changes.
@@ -217,7 +217,7 @@ var conflictBackoff = wait.Backoff{Steps: 6, Duration: 20 * time.Millisecond, Fa
 // Kubernetes then performs its rolling update. A Deployment already running
 // r's digest, recording a newer build, or marked (LabelNewestBuild) with a
 // build not older than r, is left alone.
-func Rolling(ctx context.Context, client kubernetes.Interface, t Target, r Release, o Options) (Result, error) {
+func Rolling(ctx context.Context, client kube.Interface, t Target, r Release, o Options) (Result, error) {
 	if errs := validation.IsValidLabelValue(r.BuildID); len(errs) > 0 {
 		return Result{}, fmt.Errorf("%w: build ID %q is not a valid label value (%s), so label %s cannot record it",
 			ErrBuildIDInvalid, r.BuildID, strings.Join(errs, "; "), LabelNewestBuild)

@@ -19,6 +19,7 @@ import (
 	clienttesting "k8s.io/client-go/testing"
 
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 const (
@@ -77,7 +78,7 @@ func TestRollingDeploys(t *testing.T) {
 	cs := newClientset(t, deployment("web", "us-docker.pkg.dev/p/apps/web:old", map[string]string{"team": "payments"}))
 	r := release(1, digest1)
 
-	res, err := Rolling(ctx, cs, target, r, Options{})
+	res, err := Rolling(ctx, kubetest.Adapt(cs), target, r, Options{})
 	if err != nil {
 		t.Fatalf("Rolling: %v", err)
 	}
@@ -149,7 +150,7 @@ func TestRollingSkips(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, tt.deploy)
-			res, err := Rolling(context.Background(), cs, target, r2, Options{})
+			res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r2, Options{})
 			if err != nil {
 				t.Fatalf("Rolling: %v", err)
 			}
@@ -168,10 +169,10 @@ func TestRollingOrdersSameInstantByBuildID(t *testing.T) {
 	b := a
 	b.BuildID, b.Image.Digest = "build-z", digest2
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(a)))
-	if res, err := Rolling(context.Background(), cs, target, b, Options{}); err != nil || res.Outcome != Deployed {
+	if res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, b, Options{}); err != nil || res.Outcome != Deployed {
 		t.Fatalf("Rolling(build-z after build-1, same createTime) = %+v, %v; want deployed", res, err)
 	}
-	if res, err := Rolling(context.Background(), cs, target, a, Options{}); err != nil || res.Outcome != Skipped {
+	if res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, a, Options{}); err != nil || res.Outcome != Skipped {
 		t.Errorf("Rolling(build-1 after build-z, same createTime) = %+v, %v; want skipped", res, err)
 	}
 }
@@ -180,7 +181,7 @@ func TestRollingRemovesStaleCommit(t *testing.T) {
 	r := release(2, digest2)
 	r.Commit = ""
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
-	if _, err := Rolling(context.Background(), cs, target, r, Options{}); err != nil {
+	if _, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	d := getDeployment(t, cs, "web")
@@ -194,7 +195,7 @@ func TestRollingRemovesStaleCommit(t *testing.T) {
 
 func TestRollingDryRun(t *testing.T) {
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
-	res, err := Rolling(context.Background(), cs, target, release(2, digest2), Options{DryRun: true})
+	res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, release(2, digest2), Options{DryRun: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,11 +213,11 @@ func TestRollingDryRun(t *testing.T) {
 
 func TestRollingTargetMissing(t *testing.T) {
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
-	_, err := Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(2, digest2), Options{})
+	_, err := Rolling(context.Background(), kubetest.Adapt(cs), Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(2, digest2), Options{})
 	if !errors.Is(err, ErrTargetMissing) {
 		t.Errorf("missing container: error = %v, want ErrTargetMissing", err)
 	}
-	_, err = Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "api", Container: "web"}, release(2, digest2), Options{})
+	_, err = Rolling(context.Background(), kubetest.Adapt(cs), Target{Namespace: "prod", Deployment: "api", Container: "web"}, release(2, digest2), Options{})
 	if !apierrors.IsNotFound(err) {
 		t.Errorf("missing deployment: error = %v, want NotFound", err)
 	}
@@ -257,7 +258,7 @@ func TestRollingRaceNewerWins(t *testing.T) {
 	t.Run("older build loses to a newer one", func(t *testing.T) {
 		cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
 		interleave(t, cs, r3)
-		res, err := Rolling(context.Background(), cs, target, r2, Options{})
+		res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r2, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -272,7 +273,7 @@ func TestRollingRaceNewerWins(t *testing.T) {
 	t.Run("newer build retries over an older one", func(t *testing.T) {
 		cs := newClientset(t, deployment("web", repo+"@"+digest1, recorded(release(1, digest1))))
 		interleave(t, cs, r2)
-		res, err := Rolling(context.Background(), cs, target, r3, Options{})
+		res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r3, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -294,7 +295,7 @@ func TestRollingGivesUpOnEndlessConflicts(t *testing.T) {
 	cs.PrependReactor("patch", "deployments", func(clienttesting.Action) (bool, runtime.Object, error) {
 		return true, nil, apierrors.NewConflict(appsv1.Resource("deployments"), "web", errors.New("busy"))
 	})
-	_, err := Rolling(context.Background(), cs, target, release(2, digest2), Options{})
+	_, err := Rolling(context.Background(), kubetest.Adapt(cs), target, release(2, digest2), Options{})
 	if !apierrors.IsConflict(err) {
 		t.Errorf("error = %v, want the Conflict back (Pub/Sub retries later)", err)
 	}
@@ -329,7 +330,7 @@ func TestRollingRollbackSticks(t *testing.T) {
 	between.BuildID, between.CreateTime = "build-1b", r1.CreateTime.Add(time.Minute)
 	cs := newClientset(t, deployment("web", repo+":initial", nil))
 	for _, r := range []Release{r1, r2} {
-		if res, err := Rolling(context.Background(), cs, target, r, Options{}); err != nil || res.Outcome != Deployed {
+		if res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{}); err != nil || res.Outcome != Deployed {
 			t.Fatalf("Rolling(%s) = %+v, %v", r.BuildID, res, err)
 		}
 	}
@@ -337,7 +338,7 @@ func TestRollingRollbackSticks(t *testing.T) {
 
 	var got []string
 	for _, r := range []Release{r2, between, r3} {
-		res, err := Rolling(context.Background(), cs, target, r, Options{})
+		res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -362,7 +363,7 @@ func TestRollingRefusesABuildIDThatIsNoLabelValue(t *testing.T) {
 	r := release(2, digest2)
 	r.BuildID = "build/2"
 	cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
-	res, err := Rolling(context.Background(), cs, target, r, Options{})
+	res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{})
 	if !errors.Is(err, ErrBuildIDInvalid) || res.Outcome != "" {
 		t.Errorf("Rolling(build ID %q) = %+v, %v; want the zero Result and ErrBuildIDInvalid", r.BuildID, res, err)
 	}
@@ -400,7 +401,7 @@ func TestRollingUnreadableRecordFailsClosed(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := newClientset(t, tt.deploy)
-			res, err := Rolling(context.Background(), cs, target, r2, Options{})
+			res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r2, Options{})
 			if !errors.Is(err, ErrRecordUnreadable) || !strings.Contains(err.Error(), tt.want) {
 				t.Errorf("error = %v, want ErrRecordUnreadable saying %q", err, tt.want)
 			}
@@ -424,7 +425,7 @@ func TestRollingInitContainer(t *testing.T) {
 	}
 	r := release(2, digest2)
 	cs := newClientset(t, d)
-	res, err := Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "proxy"}, r, Options{})
+	res, err := Rolling(context.Background(), kubetest.Adapt(cs), Target{Namespace: "prod", Deployment: "web", Container: "proxy"}, r, Options{})
 	if err != nil || res.Outcome != Deployed || res.Previous != "gcr.io/p/proxy:1" {
 		t.Fatalf("Rolling(proxy) = %+v, %v; want deployed from gcr.io/p/proxy:1", res, err)
 	}
@@ -444,7 +445,7 @@ func TestRollingInitContainer(t *testing.T) {
 		t.Errorf("images: migrate, proxy (init), sidecar, web (-want +got):\n%s", diff)
 	}
 
-	_, err = Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(3, digest3), Options{})
+	_, err = Rolling(context.Background(), kubetest.Adapt(cs), Target{Namespace: "prod", Deployment: "web", Container: "api"}, release(3, digest3), Options{})
 	want := `deployment prod/web has no container "api" (it has containers "sidecar", "web" and init containers "migrate", "proxy")`
 	if !errors.Is(err, ErrTargetMissing) || !strings.Contains(err.Error(), want) {
 		t.Errorf("error = %v, want ErrTargetMissing saying %q", err, want)
@@ -466,36 +467,36 @@ func TestResultIsZeroOnError(t *testing.T) {
 	}{
 		{"rolling: the container is missing", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
-			return Rolling(context.Background(), cs, Target{Namespace: "prod", Deployment: "web", Container: "api"}, r2, Options{})
+			return Rolling(context.Background(), kubetest.Adapt(cs), Target{Namespace: "prod", Deployment: "web", Container: "api"}, r2, Options{})
 		}},
 		{"rolling: endless conflicts", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, deployment("web", repo+"@"+digest1, nil))
 			conflicts(cs, "deployments")
-			return Rolling(context.Background(), cs, target, r2, Options{})
+			return Rolling(context.Background(), kubetest.Adapt(cs), target, r2, Options{})
 		}},
 		{"blue-green: the release never becomes available", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
 			controller(t, cs, oneUnavailable)
-			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: 100 * time.Millisecond})
+			return BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{Timeout: 100 * time.Millisecond})
 		}},
 		{"blue-green: the router claim keeps conflicting", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, svcRouter(Blue, routerAnnotations(r1, Green)), colour(Blue, r1, 3), colour(Green, release0, 3))
 			conflicts(cs, "services")
-			return BlueGreen(context.Background(), cs, bgTarget(ServiceRouter), r2, BlueGreenOptions{})
+			return BlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), r2, BlueGreenOptions{})
 		}},
 		{"rollback: no previous release", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r3, 3), colour(Green, r2, 3))
-			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+			return Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{})
 		}},
 		{"undo: the deployment changed", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, revisions(r1, r2)...)
 			conflicts(cs, "deployments")
-			return Undo(context.Background(), cs, target, Options{})
+			return Undo(context.Background(), kubetest.Adapt(cs), target, Options{})
 		}},
 		{"rollback: the router changed", func(t *testing.T) (Result, error) {
 			cs := newClientset(t, svcRouter(Green, routerAnnotations(r2, Blue)), colour(Blue, r1, 3), colour(Green, r2, 3))
 			conflicts(cs, "services")
-			return Rollback(context.Background(), cs, bgTarget(ServiceRouter), BlueGreenOptions{})
+			return Rollback(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter), BlueGreenOptions{})
 		}},
 	}
 	for _, tt := range tests {

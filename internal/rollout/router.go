@@ -8,7 +8,8 @@ import (
 	networkingv1 "k8s.io/api/networking/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // router is the object in front of the colours.
@@ -25,7 +26,7 @@ type router interface {
 	String() string
 }
 
-func getRouter(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (router, error) {
+func getRouter(ctx context.Context, client kube.Interface, t BlueGreenTarget) (router, error) {
 	switch t.RouterKind {
 	case ServiceRouter:
 		svc, err := client.CoreV1().Services(t.Namespace).Get(ctx, t.Router, metav1.GetOptions{})
@@ -45,7 +46,7 @@ func getRouter(ctx context.Context, client kubernetes.Interface, t BlueGreenTarg
 
 type serviceRouter struct {
 	svc    *corev1.Service
-	client kubernetes.Interface
+	client kube.Interface
 }
 
 func (s *serviceRouter) meta() metav1.Object { return s.svc }
@@ -76,7 +77,7 @@ func (s *serviceRouter) patch(ctx context.Context, patch map[string]any, o BlueG
 type ingressRouter struct {
 	ing    *networkingv1.Ingress
 	t      BlueGreenTarget
-	client kubernetes.Interface
+	client kube.Interface
 }
 
 func (g *ingressRouter) meta() metav1.Object { return g.ing }

@@ -7,7 +7,8 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // State is what a target runs and what it remembers, as read from the
@@ -79,7 +80,7 @@ type Records struct {
 
 // Inspect reads t's Deployment: what runs, the release it records, and the
 // high-water mark.
-func Inspect(ctx context.Context, client kubernetes.Interface, t Target) (State, error) {
+func Inspect(ctx context.Context, client kube.Interface, t Target) (State, error) {
 	d, err := client.AppsV1().Deployments(t.Namespace).Get(ctx, t.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return State{}, fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, t.Deployment, err)
@@ -106,7 +107,7 @@ func Inspect(ctx context.Context, client kubernetes.Interface, t Target) (State,
 
 // InspectBlueGreen reads t's router and colours: which colour is live and
 // what each runs and records, a pending claim, and the rolled-back build.
-func InspectBlueGreen(ctx context.Context, client kubernetes.Interface, t BlueGreenTarget) (State, error) {
+func InspectBlueGreen(ctx context.Context, client kube.Interface, t BlueGreenTarget) (State, error) {
 	rt, err := getRouter(ctx, client, t)
 	if err != nil {
 		return State{}, err

@@ -10,6 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 // changedBy records that manager last changed obj at the time given, as
@@ -69,7 +71,7 @@ func TestInspect(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			cs := fake.NewClientset(tt.d)
-			got, err := Inspect(context.Background(), cs, target)
+			got, err := Inspect(context.Background(), kubetest.Adapt(cs), target)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -131,7 +133,7 @@ func TestInspectBlueGreen(t *testing.T) {
 			colours := map[Colour]*appsv1.Deployment{Blue: colour(Blue, r1, 2), Green: colour(Green, r2, 2)}
 			router := changedBy(svcRouter(tt.live, tt.router), entry(FieldManager, "", switchedAt), entry("kubectl", "", switchedAt.Add(-time.Hour)))
 			cs := fake.NewClientset([]runtime.Object{router, colours[Blue], colours[Green]}...)
-			got, err := InspectBlueGreen(context.Background(), cs, bgTarget(ServiceRouter))
+			got, err := InspectBlueGreen(context.Background(), kubetest.Adapt(cs), bgTarget(ServiceRouter))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -12,7 +12,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // The annotations and label the Deployment controller keeps on a Deployment
@@ -35,7 +36,7 @@ const (
 //
 // Undo lists ReplicaSets, which the function's identity may not: it is for
 // operators.
-func Undo(ctx context.Context, client kubernetes.Interface, t Target, o Options) (Result, error) {
+func Undo(ctx context.Context, client kube.Interface, t Target, o Options) (Result, error) {
 	d, err := client.AppsV1().Deployments(t.Namespace).Get(ctx, t.Deployment, metav1.GetOptions{})
 	if err != nil {
 		return Result{}, fmt.Errorf("getting deployment %s/%s: %w", t.Namespace, t.Deployment, err)
@@ -116,7 +117,7 @@ func Undo(ctx context.Context, client kubernetes.Interface, t Target, o Options)
 
 // previousRevision finds the ReplicaSet of d's revision before the current
 // one.
-func previousRevision(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment) (*appsv1.ReplicaSet, error) {
+func previousRevision(ctx context.Context, client kube.Interface, d *appsv1.Deployment) (*appsv1.ReplicaSet, error) {
 	sel, err := metav1.LabelSelectorAsSelector(d.Spec.Selector)
 	if err != nil {
 		return nil, fmt.Errorf("deployment %s/%s: %w", d.Namespace, d.Name, err)

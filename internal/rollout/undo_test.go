@@ -13,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 )
 
 // revisions returns web at its last revision, running the last of rs, and
@@ -50,7 +52,7 @@ func TestUndo(t *testing.T) {
 	r1, r2, r3 := release(1, digest1), release(2, digest2), release(3, digest3)
 	cs := newClientset(t, revisions(r1, r2)...) // Deployed by a version without the mark.
 
-	res, err := Undo(context.Background(), cs, target, Options{})
+	res, err := Undo(context.Background(), kubetest.Adapt(cs), target, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestUndo(t *testing.T) {
 	// The rolled-back build, delivered again, is skipped; a newer one deploys.
 	var got []string
 	for _, r := range []Release{r2, r3} {
-		res, err := Rolling(context.Background(), cs, target, r, Options{})
+		res, err := Rolling(context.Background(), kubetest.Adapt(cs), target, r, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -104,7 +106,7 @@ func TestUndoReplacesTheTemplate(t *testing.T) {
 	d.Spec.Template.Spec.Containers = d.Spec.Template.Spec.Containers[1:] // Revision 2 dropped the sidecar...
 	d.Spec.Template.Spec.Containers[0].Args = []string{"--new-flag"}      // ...and added a flag.
 	cs := newClientset(t, objs...)
-	if _, err := Undo(context.Background(), cs, target, Options{}); err != nil {
+	if _, err := Undo(context.Background(), kubetest.Adapt(cs), target, Options{}); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
@@ -120,7 +122,7 @@ func TestUndoRefuses(t *testing.T) {
 	r1, r2 := release(1, digest1), release(2, digest2)
 	t.Run("no previous revision", func(t *testing.T) {
 		cs := newClientset(t, revisions(r1)...)
-		res, err := Undo(context.Background(), cs, target, Options{})
+		res, err := Undo(context.Background(), kubetest.Adapt(cs), target, Options{})
 		if !errors.Is(err, ErrNoPrevious) || res.Outcome != "" {
 			t.Errorf("Undo = %+v, %v; want the zero Result and ErrNoPrevious", res, err)
 		}
@@ -128,7 +130,7 @@ func TestUndoRefuses(t *testing.T) {
 	t.Run("the deployment changed since it was read", func(t *testing.T) {
 		cs := newClientset(t, revisions(r1, r2)...)
 		interleave(t, cs, release(3, digest3))
-		_, err := Undo(context.Background(), cs, target, Options{})
+		_, err := Undo(context.Background(), kubetest.Adapt(cs), target, Options{})
 		if !apierrors.IsConflict(err) || !strings.Contains(err.Error(), "nothing was rolled back") {
 			t.Errorf("error = %v, want a Conflict saying nothing was rolled back", err)
 		}

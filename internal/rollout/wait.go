@@ -11,9 +11,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
-	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 	watchtools "k8s.io/client-go/tools/watch"
+
+	"github.com/onnewimage/onnewimage/internal/kube"
 )
 
 // waitRolledOut watches d until Status says it is rolled out, and returns
@@ -25,7 +26,7 @@ import (
 //
 // The watch starts at d's resourceVersion and selects d by name with a
 // field selector, which is what RBAC needs to grant watch on one name.
-func waitRolledOut(ctx context.Context, client kubernetes.Interface, d *appsv1.Deployment, container, img string, timeout time.Duration) (*appsv1.Deployment, error) {
+func waitRolledOut(ctx context.Context, client kube.Interface, d *appsv1.Deployment, container, img string, timeout time.Duration) (*appsv1.Deployment, error) {
 	check := func(d *appsv1.Deployment) (bool, error) {
 		if c, _ := findContainer(&d.Spec.Template.Spec, container); c == nil || !sameImage(c.Image, img) {
 			return false, fmt.Errorf("%w: deployment %s/%s no longer runs %s", errChanged, d.Namespace, d.Name, img)

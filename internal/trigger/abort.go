@@ -33,13 +33,9 @@ func (h *Handler) Abort(ctx context.Context, name string) (rollout.Result, error
 	if err != nil {
 		return rollout.Result{}, err
 	}
-	ct, err := canaryOn(ctx, conn, t)
+	res, err := rollout.AbortCanary(ctx, client, canaryOn(client, t), rollout.Options{DryRun: h.cfg.DryRun})
 	if err == nil {
-		var res rollout.Result
-		res, err = rollout.AbortCanary(ctx, client, ct, rollout.Options{DryRun: h.cfg.DryRun})
-		if err == nil {
-			return res, nil
-		}
+		return res, nil
 	}
 	conn.Forget(err)
 	return rollout.Result{}, err

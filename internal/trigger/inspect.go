@@ -27,10 +27,7 @@ func (h *Handler) Inspect(ctx context.Context, name string) (rollout.State, erro
 	case target.BlueGreen:
 		s, err = rollout.InspectBlueGreen(ctx, client, blueGreenTarget(t))
 	case target.Canary:
-		var ct rollout.CanaryTarget
-		if ct, err = canaryOn(ctx, conn, t); err == nil {
-			s, err = rollout.InspectCanary(ctx, client, ct)
-		}
+		s, err = rollout.InspectCanary(ctx, client, canaryOn(client, t))
 	default:
 		s, err = rollout.Inspect(ctx, client, rollingTarget(t))
 	}

@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/onnewimage/onnewimage/internal/kube"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
 )
@@ -277,7 +278,7 @@ type slowConnector struct {
 	release chan struct{}
 }
 
-func (c *slowConnector) Clientset(ctx context.Context) (kubernetes.Interface, error) {
+func (c *slowConnector) Clientset(ctx context.Context) (kube.Interface, error) {
 	select {
 	case <-c.release:
 		return c.connector.Clientset(ctx)

@@ -23,12 +23,12 @@ import (
 	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
-	"k8s.io/client-go/kubernetes"
 
 	"github.com/onnewimage/onnewimage/internal/buildevent"
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/image"
+	"github.com/onnewimage/onnewimage/internal/kube"
 	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/result"
 	"github.com/onnewimage/onnewimage/internal/rollout"
@@ -38,7 +38,7 @@ import (
 // Connector hands out the target cluster's clientset and is told of errors
 // that may mean the connection is broken.
 type Connector interface {
-	Clientset(ctx context.Context) (kubernetes.Interface, error)
+	Clientset(ctx context.Context) (kube.Interface, error)
 	Forget(err error)
 }
 
@@ -498,10 +498,7 @@ func (h *Handler) deploy(ctx context.Context, t target.Target, release rollout.R
 	case target.BlueGreen:
 		res, err = rollout.BlueGreen(ctx, client, blueGreenTarget(t), release, blueGreenOptions(t, h.cfg.DryRun))
 	case target.Canary:
-		var ct rollout.CanaryTarget
-		if ct, err = canaryOn(ctx, conn, t); err == nil {
-			res, err = rollout.Canary(ctx, client, ct, release, canaryOptions(t, h.cfg.DryRun))
-		}
+		res, err = rollout.Canary(ctx, client, canaryOn(client, t), release, canaryOptions(t, h.cfg.DryRun))
 	default:
 		res, err = rollout.Rolling(ctx, client, rollingTarget(t), release, rollout.Options{DryRun: h.cfg.DryRun, Gates: gates(t)})
 	}
@@ -562,10 +559,7 @@ func (h *Handler) Rollback(ctx context.Context, name string) (rollout.Result, er
 	case target.Canary:
 		// A canary in progress is aborted; without one, the stable
 		// Deployment goes back as a rolling one does.
-		var ct rollout.CanaryTarget
-		if ct, err = canaryOn(ctx, conn, t); err == nil {
-			res, err = rollout.AbortCanary(ctx, client, ct, rollout.Options{DryRun: h.cfg.DryRun})
-		}
+		res, err = rollout.AbortCanary(ctx, client, canaryOn(client, t), rollout.Options{DryRun: h.cfg.DryRun})
 		if errors.Is(err, rollout.ErrNoCanary) {
 			res, err = rollout.Undo(ctx, client, rollingTarget(t), rollout.Options{DryRun: h.cfg.DryRun})
 		}

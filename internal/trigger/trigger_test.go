@@ -33,6 +33,8 @@ import (
 	"github.com/onnewimage/onnewimage/internal/cluster"
 	"github.com/onnewimage/onnewimage/internal/config"
 	"github.com/onnewimage/onnewimage/internal/emulator"
+	"github.com/onnewimage/onnewimage/internal/kube"
+	"github.com/onnewimage/onnewimage/internal/kube/kubetest"
 	"github.com/onnewimage/onnewimage/internal/provenance"
 	"github.com/onnewimage/onnewimage/internal/rollout"
 	"github.com/onnewimage/onnewimage/internal/target"
@@ -51,12 +53,12 @@ type connector struct {
 	forgotten []error
 }
 
-func (c *connector) Clientset(ctx context.Context) (kubernetes.Interface, error) {
+func (c *connector) Clientset(ctx context.Context) (kube.Interface, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.calls++
 	c.deadline, _ = ctx.Deadline()
-	return c.client, c.err
+	return kubetest.Adapt(c.client), c.err
 }
 
 func (c *connector) Forget(err error) {
