@@ -344,6 +344,10 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 		if canary, err = c.rollOut(ctx, canary, i); err != nil {
 			return Result{}, err
 		}
+		seen, err := c.check(ctx, canary, i)
+		if err != nil {
+			return Result{}, err
+		}
 		if err := c.moveWeights(ctx, i); err != nil {
 			return Result{}, err
 		}
@@ -356,7 +360,7 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 				return Result{}, err
 			}
 		}
-		if canary, err = c.hold(ctx, canary, i, max(held, 0)); err != nil {
+		if canary, err = c.hold(ctx, canary, i, seen, max(held, 0)); err != nil {
 			return Result{}, err
 		}
 		stepStart = time.Time{}
@@ -512,17 +516,28 @@ func (c *canaryRun) rollOut(ctx context.Context, canary *appsv1.Deployment, i in
 	return got, nil
 }
 
-// hold watches the canary's pods and Deployment for d, and aborts on the
-// first sign of trouble (see problem and deploymentProblem).
-func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, d time.Duration) (*appsv1.Deployment, error) {
+// canaryPods is what check saw of the canary's pods, for hold to watch on
+// from: the selector, the list's resourceVersion, and the pods of this
+// release seen ready.
+type canaryPods struct {
+	selector labels.Selector
+	listed   string
+	ready    map[string]bool
+}
+
+// check lists the canary's pods, rolled out at step i, and aborts if one
+// of this release's already restarted or became unready, or the canary
+// Deployment is in trouble: before the step's share of traffic moves, so a
+// release that failed while rolling out never gets it.
+func (c *canaryRun) check(ctx context.Context, canary *appsv1.Deployment, i int) (canaryPods, error) {
 	pods := c.client.CoreV1().Pods(c.t.Namespace)
 	selector, err := metav1.LabelSelectorAsSelector(canary.Spec.Selector)
 	if err != nil {
-		return nil, fmt.Errorf("selector of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
+		return canaryPods{}, fmt.Errorf("selector of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
 	}
 	list, err := pods.List(ctx, metav1.ListOptions{LabelSelector: selector.String()})
 	if err != nil {
-		return nil, fmt.Errorf("listing the pods of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
+		return canaryPods{}, fmt.Errorf("listing the pods of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
 	}
 	// The pods as they were when the canary was seen rolled out: those of
 	// this release ready then were counted available, so one unready now
@@ -541,15 +556,23 @@ func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, 
 	}
 	for j := range list.Items {
 		if pod, why := c.podProblem(&list.Items[j], ready); why != "" {
-			return nil, c.abort(ctx, i, pod, why)
+			return canaryPods{}, c.abort(ctx, i, pod, why)
 		}
 	}
 	if why := deploymentProblem(canary); why != "" {
-		return nil, c.abort(ctx, i, "", why)
+		return canaryPods{}, c.abort(ctx, i, "", why)
 	}
+	return canaryPods{selector: selector, listed: list.ResourceVersion, ready: ready}, nil
+}
+
+// hold watches the canary's pods, from what check saw, and its Deployment
+// for d, and aborts on the first sign of trouble (see podProblem and
+// deploymentProblem).
+func (c *canaryRun) hold(ctx context.Context, canary *appsv1.Deployment, i int, seen canaryPods, d time.Duration) (*appsv1.Deployment, error) {
+	selector, ready := seen.selector, seen.ready
 	watchCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	pw, err := pods.Watch(watchCtx, metav1.ListOptions{LabelSelector: selector.String(), ResourceVersion: list.ResourceVersion})
+	pw, err := c.client.CoreV1().Pods(c.t.Namespace).Watch(watchCtx, metav1.ListOptions{LabelSelector: selector.String(), ResourceVersion: seen.listed})
 	if err != nil {
 		return nil, fmt.Errorf("watching the pods of deployment %s/%s: %w", canary.Namespace, canary.Name, err)
 	}

@@ -247,6 +247,25 @@ func TestCanaryHTTPRouteAbortsTrafficFirst(t *testing.T) {
 	}
 }
 
+// A canary pod that restarted while its step rolled out is caught before
+// the weights move: the route never gives the release a share.
+func TestCanaryHTTPRouteRestartedBeforeTheWeightsMove(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	cs := newClientset(t, stable, canary, canaryPod("web-canary-a", r2, 1))
+	controller(t, cs, becomesAvailable)
+	h := recordCanary(t, cs)
+	routes := newRoutes(t, h, stableOnly())
+
+	_, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(time.Minute))
+	if !errors.Is(err, ErrCanaryAborted) || !strings.HasPrefix(err.Error(), "canary aborted at 10%: pod web-canary-a restarted, exit code 1: Error: boom; traffic is back on web") {
+		t.Fatalf("Canary error = %v, want ErrCanaryAborted at 10%%", err)
+	}
+	if diff := cmp.Diff([]string{"web-canary replicas=1", "web-canary replicas=0"}, h.get()); diff != "" {
+		t.Errorf("traffic and stable writes (-want +got):\n%s", diff)
+	}
+}
+
 func TestCanaryHTTPRouteRefused(t *testing.T) {
 	r1, r2 := release(1, digest1), release(2, digest2)
 	stable, canary := canaryPair(r1)
