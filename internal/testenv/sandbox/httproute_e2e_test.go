@@ -265,17 +265,25 @@ func TestE2ECanaryHTTPRouteAbortsOnRestart(t *testing.T) {
 		t.Fatalf("history %q: %v", whats(h.facts()), err)
 	}
 	got := h.facts()
-	if diff := cmp.Diff([]string{"web-canary replicas=1", "route 90/10", "route 100/0", "web-canary replicas=0"}, whats(got)); diff != "" {
+	// kwok restarts the container a second after the pod runs: usually
+	// after the step rolled out and its weights moved, so they go back;
+	// on a slow machine before the function looked at the pods, and then
+	// the weights never move at all.
+	want, back := []string{"web-canary replicas=1", "route 90/10", "route 100/0", "web-canary replicas=0"}, 2
+	if len(got) == 2 {
+		want, back = []string{"web-canary replicas=1", "web-canary replicas=0"}, 1
+	}
+	if diff := cmp.Diff(want, whats(got)); diff != "" {
 		t.Fatalf("weights, canary and stable changes (-want +got):\n%s", diff)
 	}
 	at, ok := restarted()
 	if !ok {
 		t.Fatal("no canary restart was observed")
 	}
-	back := got[2].at.Sub(at)
-	t.Logf("weights back to 100/0 %s after the restart was observed", back)
-	if back > time.Second {
-		t.Errorf("weights back to 100/0 %s after the restart was observed, want within a second", back)
+	took := got[back].at.Sub(at)
+	t.Logf("%s %s after the restart was observed", got[back].what, took)
+	if took > time.Second {
+		t.Errorf("%s %s after the restart was observed, want traffic back within a second", got[back].what, took)
 	}
 	stable := getDeployment(ctx, t, sb, Deployment)
 	if webContainer(stable) != webContainer(stableBefore) || stable.Generation != stableBefore.Generation {
