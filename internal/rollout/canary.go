@@ -832,6 +832,14 @@ func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o O
 	if _, err := c.patchCanary(ctx, canary, patch, o.DryRun); err != nil {
 		return Result{}, err
 	}
+	if t.HTTPRoute != "" {
+		// The invocation driving the canary checks its claim before each
+		// weights write: one checked before the patch above may have
+		// landed since the reset. Reset again, now that no claim holds.
+		if _, err := t.setWeights(ctx, 0, false, o.DryRun, nil); err != nil {
+			return Result{}, fmt.Errorf("%s is scaled to 0, but taking traffic back from it failed, traffic may still reach it: %w", t.CanaryDeployment(), err)
+		}
+	}
 	res := Result{Outcome: Deployed, Previous: sc.Image, Patch: mustJSON(patch)}
 	if err := c.reject(ctx); err != nil {
 		return Result{}, fmt.Errorf("%s is scaled to 0, traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %w",

@@ -437,3 +437,47 @@ func TestCanaryHTTPRouteNoShareAfterLosingTheClaim(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortCanaryHTTPRouteWriteInFlight: the invocation driving the canary
+// had a weights write in flight (its claim checked before the abort) that
+// lands after the abort's reset and before the canary goes to 0: the
+// abort still leaves the route at 100/0, never a share on a canary scaled
+// to 0.
+func TestAbortCanaryHTTPRouteWriteInFlight(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	canary = progressOn(canary, canaryProgress{Build: r2.BuildID, CreateTime: r2.CreateTime, Image: r2.Image.String(),
+		Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()})
+	one := int32(1)
+	canary.Spec.Replicas = &one
+	cs := newClientset(t, stable, canary)
+	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
+	landed := false
+	cs.PrependReactor("patch", "deployments", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if landed || action.(clienttesting.PatchActionImpl).GetName() != "web-canary" {
+			return false, nil, nil
+		}
+		landed = true // The invocation's 80/20, just before the canary's patch.
+		cur, err := routes.Tracker().Get(httpRoutesGVR, "prod", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := cur.(*gatewayv1.HTTPRoute).DeepCopy()
+		r.Spec.Rules[0].BackendRefs[0].Weight, r.Spec.Rules[0].BackendRefs[1].Weight = weightOf(80), weightOf(20)
+		if err := fakekube.Bump(routes.Tracker(), httpRoutesGVR, "prod", r, r.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	if _, err := AbortCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !landed {
+		t.Fatal("the canary was never patched")
+	}
+	r := getRoute(t, routes)
+	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
+	if diff := cmp.Diff("100/0", got); diff != "" {
+		t.Errorf("route weights after the abort (-want +got):\n%s", diff)
+	}
+}
