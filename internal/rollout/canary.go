@@ -432,8 +432,26 @@ func (c *canaryRun) moveWeights(ctx context.Context, i int) error {
 		return nil
 	}
 	var err error
-	c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed)
-	return err
+	if c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed); err != nil {
+		return err
+	}
+	// The claim was checked before the route was read: one taken between
+	// by another build, or an abort (whose reset found nothing to undo),
+	// did not stop the write. Take the share back from pods that are not
+	// this release's any more (a redelivery of this build moves the same
+	// weights: left alone).
+	canary, err := c.get(ctx, c.t.CanaryDeployment())
+	if err != nil {
+		return err
+	}
+	if p, _ := readProgress(canary); p == nil || p.Build != c.r.BuildID {
+		if _, err := c.t.setWeights(ctx, 0, false, false, nil); err != nil {
+			// Not errChanged: a read again would skip, leaving the share.
+			return fmt.Errorf("deployment %s was claimed by another release after the weights moved, and taking them back failed, traffic may still reach it: %w", deploymentName(canary), err)
+		}
+		return fmt.Errorf("%w: deployment %s was claimed by another release", errChanged, deploymentName(canary))
+	}
+	return nil
 }
 
 // stillClaimed fails with errChanged once the canary is no longer this

@@ -481,3 +481,52 @@ func TestAbortCanaryHTTPRouteWriteInFlight(t *testing.T) {
 		t.Errorf("route weights after the abort (-want +got):\n%s", diff)
 	}
 }
+
+// TestCanaryHTTPRouteLateWriteTakenBack: another invocation claims the
+// canary after this one checked its claim and read the route, and resets
+// the route, finding it at 100/0 (no write): this invocation's 90/10 still
+// applies. It must take that share back, not leave it on a canary that is
+// no longer its own.
+func TestCanaryHTTPRouteLateWriteTakenBack(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	cs := newClientset(t, stable, canary)
+	controller(t, cs, becomesAvailable)
+	routes := newRoutes(t, nil, stableOnly())
+	taken := false
+	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		var ops []struct{ Path, Value any }
+		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
+		if taken || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
+			return false, nil, nil
+		}
+		// Just before the first 90/10 patch applies, a newer build claims
+		// the canary; its reset finds the route at 100/0 and writes nothing.
+		taken = true
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment).DeepCopy()
+		r3 := release(3, digest3)
+		d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
+			Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
+	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "superseded: the newer build build-3") {
+		t.Errorf("Canary = %s %q, %v; want skipped, superseded by build-3", res.Outcome, res.Reason, err)
+	}
+	if !taken {
+		t.Fatal("the route was never weighted 90/10")
+	}
+	r := getRoute(t, routes)
+	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
+	if diff := cmp.Diff("100/0", got); diff != "" {
+		t.Errorf("route weights once the canary was claimed by build-3 (-want +got):\n%s", diff)
+	}
+}
