@@ -847,8 +847,24 @@ func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o O
 		"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
 		"spec":     map[string]any{"replicas": 0},
 	}
-	if _, err := c.patchCanary(ctx, canary, patch, o.DryRun); err != nil {
-		return Result{}, err
+	for attempt := 1; ; attempt++ {
+		_, err := c.patchCanary(ctx, canary, patch, o.DryRun)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsConflict(err) || attempt == conflictBackoff.Steps {
+			return Result{}, err
+		}
+		// The invocation driving the canary recorded a step meanwhile:
+		// still this build's canary, still aborted.
+		fresh, gerr := c.get(ctx, t.CanaryDeployment())
+		if gerr != nil {
+			return Result{}, gerr
+		}
+		if q, _ := readProgress(fresh); q == nil || q.Build != p.Build {
+			return Result{}, err
+		}
+		canary = fresh
 	}
 	if t.HTTPRoute != "" {
 		// The invocation driving the canary checks its claim before each

@@ -530,3 +530,48 @@ func TestCanaryHTTPRouteLateWriteTakenBack(t *testing.T) {
 		t.Errorf("route weights once the canary was claimed by build-3 (-want +got):\n%s", diff)
 	}
 }
+
+// TestAbortCanaryWhileItSteps: the invocation driving the canary records
+// its next step between the abort's read and its patch (a Conflict): the
+// abort still stops that canary, the same build's, and does not fail
+// leaving it to take its next step's share.
+func TestAbortCanaryWhileItSteps(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	at := func(step, percent int) canaryProgress {
+		return canaryProgress{Build: r2.BuildID, CreateTime: r2.CreateTime, Image: r2.Image.String(),
+			Step: step, Percent: percent, Holder: "other", ClaimedAt: time.Now()}
+	}
+	canary = progressOn(canary, at(0, 10))
+	one := int32(1)
+	canary.Spec.Replicas = &one
+	cs := newClientset(t, stable, canary)
+	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
+	stepped := false
+	cs.PrependReactor("patch", "deployments", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if stepped || action.(clienttesting.PatchActionImpl).GetName() != "web-canary" {
+			return false, nil, nil
+		}
+		stepped = true // The invocation's next step, just before the abort's patch.
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment).DeepCopy()
+		d.Annotations[AnnotationCanary] = string(mustJSON(at(1, 50)))
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	if _, err := AbortCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), Options{}); err != nil {
+		t.Fatalf("AbortCanary while the canary steps: %v", err)
+	}
+	got, err := cs.AppsV1().Deployments("prod").Get(context.Background(), "web-canary", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff("replicas=0 progress=", fmt.Sprintf("replicas=%d progress=%s", *got.Spec.Replicas, got.Annotations[AnnotationCanary])); diff != "" {
+		t.Errorf("canary after the abort (-want +got):\n%s", diff)
+	}
+}
