@@ -432,8 +432,26 @@ func (c *canaryRun) moveWeights(ctx context.Context, i int) error {
 		return nil
 	}
 	var err error
-	c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed)
-	return err
+	if c.weights, err = c.t.setWeights(ctx, c.o.Steps[i], true, false, c.stillClaimed); err != nil {
+		return err
+	}
+	// The claim was checked before the route was read: one taken between
+	// by another build, or an abort (whose reset found nothing to undo),
+	// did not stop the write. Take the share back from pods that are not
+	// this release's any more (a redelivery of this build moves the same
+	// weights: left alone).
+	canary, err := c.get(ctx, c.t.CanaryDeployment())
+	if err != nil {
+		return err
+	}
+	if p, _ := readProgress(canary); p == nil || p.Build != c.r.BuildID {
+		if _, err := c.t.setWeights(ctx, 0, false, false, nil); err != nil {
+			// Not errChanged: a read again would skip, leaving the share.
+			return fmt.Errorf("deployment %s was claimed by another release after the weights moved, and taking them back failed, traffic may still reach it: %w", deploymentName(canary), err)
+		}
+		return fmt.Errorf("%w: deployment %s was claimed by another release", errChanged, deploymentName(canary))
+	}
+	return nil
 }
 
 // stillClaimed fails with errChanged once the canary is no longer this
@@ -829,8 +847,32 @@ func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o O
 		"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
 		"spec":     map[string]any{"replicas": 0},
 	}
-	if _, err := c.patchCanary(ctx, canary, patch, o.DryRun); err != nil {
-		return Result{}, err
+	for attempt := 1; ; attempt++ {
+		_, err := c.patchCanary(ctx, canary, patch, o.DryRun)
+		if err == nil {
+			break
+		}
+		if !apierrors.IsConflict(err) || attempt == conflictBackoff.Steps {
+			return Result{}, err
+		}
+		// The invocation driving the canary recorded a step meanwhile:
+		// still this build's canary, still aborted.
+		fresh, gerr := c.get(ctx, t.CanaryDeployment())
+		if gerr != nil {
+			return Result{}, gerr
+		}
+		if q, _ := readProgress(fresh); q == nil || q.Build != p.Build {
+			return Result{}, err
+		}
+		canary = fresh
+	}
+	if t.HTTPRoute != "" {
+		// The invocation driving the canary checks its claim before each
+		// weights write: one checked before the patch above may have
+		// landed since the reset. Reset again, now that no claim holds.
+		if _, err := t.setWeights(ctx, 0, false, o.DryRun, nil); err != nil {
+			return Result{}, fmt.Errorf("%s is scaled to 0, but taking traffic back from it failed, traffic may still reach it: %w", t.CanaryDeployment(), err)
+		}
 	}
 	res := Result{Outcome: Deployed, Previous: sc.Image, Patch: mustJSON(patch)}
 	if err := c.reject(ctx); err != nil {

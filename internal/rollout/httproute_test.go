@@ -437,3 +437,141 @@ func TestCanaryHTTPRouteNoShareAfterLosingTheClaim(t *testing.T) {
 		}
 	}
 }
+
+// TestAbortCanaryHTTPRouteWriteInFlight: the invocation driving the canary
+// had a weights write in flight (its claim checked before the abort) that
+// lands after the abort's reset and before the canary goes to 0: the
+// abort still leaves the route at 100/0, never a share on a canary scaled
+// to 0.
+func TestAbortCanaryHTTPRouteWriteInFlight(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	canary = progressOn(canary, canaryProgress{Build: r2.BuildID, CreateTime: r2.CreateTime, Image: r2.Image.String(),
+		Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()})
+	one := int32(1)
+	canary.Spec.Replicas = &one
+	cs := newClientset(t, stable, canary)
+	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
+	landed := false
+	cs.PrependReactor("patch", "deployments", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if landed || action.(clienttesting.PatchActionImpl).GetName() != "web-canary" {
+			return false, nil, nil
+		}
+		landed = true // The invocation's 80/20, just before the canary's patch.
+		cur, err := routes.Tracker().Get(httpRoutesGVR, "prod", "web")
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := cur.(*gatewayv1.HTTPRoute).DeepCopy()
+		r.Spec.Rules[0].BackendRefs[0].Weight, r.Spec.Rules[0].BackendRefs[1].Weight = weightOf(80), weightOf(20)
+		if err := fakekube.Bump(routes.Tracker(), httpRoutesGVR, "prod", r, r.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	if _, err := AbortCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), Options{}); err != nil {
+		t.Fatal(err)
+	}
+	if !landed {
+		t.Fatal("the canary was never patched")
+	}
+	r := getRoute(t, routes)
+	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
+	if diff := cmp.Diff("100/0", got); diff != "" {
+		t.Errorf("route weights after the abort (-want +got):\n%s", diff)
+	}
+}
+
+// TestCanaryHTTPRouteLateWriteTakenBack: another invocation claims the
+// canary after this one checked its claim and read the route, and resets
+// the route, finding it at 100/0 (no write): this invocation's 90/10 still
+// applies. It must take that share back, not leave it on a canary that is
+// no longer its own.
+func TestCanaryHTTPRouteLateWriteTakenBack(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	cs := newClientset(t, stable, canary)
+	controller(t, cs, becomesAvailable)
+	routes := newRoutes(t, nil, stableOnly())
+	taken := false
+	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		var ops []struct{ Path, Value any }
+		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
+		if taken || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
+			return false, nil, nil
+		}
+		// Just before the first 90/10 patch applies, a newer build claims
+		// the canary; its reset finds the route at 100/0 and writes nothing.
+		taken = true
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment).DeepCopy()
+		r3 := release(3, digest3)
+		d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
+			Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+
+	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
+	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "superseded: the newer build build-3") {
+		t.Errorf("Canary = %s %q, %v; want skipped, superseded by build-3", res.Outcome, res.Reason, err)
+	}
+	if !taken {
+		t.Fatal("the route was never weighted 90/10")
+	}
+	r := getRoute(t, routes)
+	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
+	if diff := cmp.Diff("100/0", got); diff != "" {
+		t.Errorf("route weights once the canary was claimed by build-3 (-want +got):\n%s", diff)
+	}
+}
+
+// TestAbortCanaryWhileItSteps: the invocation driving the canary records
+// its next step between the abort's read and its patch (a Conflict): the
+// abort still stops that canary, the same build's, and does not fail
+// leaving it to take its next step's share.
+func TestAbortCanaryWhileItSteps(t *testing.T) {
+	r1, r2 := release(1, digest1), release(2, digest2)
+	stable, canary := canaryPair(r1)
+	at := func(step, percent int) canaryProgress {
+		return canaryProgress{Build: r2.BuildID, CreateTime: r2.CreateTime, Image: r2.Image.String(),
+			Step: step, Percent: percent, Holder: "other", ClaimedAt: time.Now()}
+	}
+	canary = progressOn(canary, at(0, 10))
+	one := int32(1)
+	canary.Spec.Replicas = &one
+	cs := newClientset(t, stable, canary)
+	routes := newRoutes(t, nil, httpRoute([]gatewayv1.HTTPBackendRef{ref("web", weightOf(90)), ref("web-canary", weightOf(10))}))
+	stepped := false
+	cs.PrependReactor("patch", "deployments", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		if stepped || action.(clienttesting.PatchActionImpl).GetName() != "web-canary" {
+			return false, nil, nil
+		}
+		stepped = true // The invocation's next step, just before the abort's patch.
+		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := obj.(*appsv1.Deployment).DeepCopy()
+		d.Annotations[AnnotationCanary] = string(mustJSON(at(1, 50)))
+		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+			t.Fatal(err)
+		}
+		return false, nil, nil
+	})
+	if _, err := AbortCanary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), Options{}); err != nil {
+		t.Fatalf("AbortCanary while the canary steps: %v", err)
+	}
+	got, err := cs.AppsV1().Deployments("prod").Get(context.Background(), "web-canary", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff("replicas=0 progress=", fmt.Sprintf("replicas=%d progress=%s", *got.Spec.Replicas, got.Annotations[AnnotationCanary])); diff != "" {
+		t.Errorf("canary after the abort (-want +got):\n%s", diff)
+	}
+}
