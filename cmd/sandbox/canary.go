@@ -7,14 +7,15 @@ import (
 	"maps"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"cloud.google.com/go/cloudbuild/apiv1/v2/cloudbuildpb"
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -164,15 +165,28 @@ func watchCanary(ctx context.Context, sb *sandbox.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	var mu sync.Mutex
 	seen := map[string]*appsv1.Deployment{}
 	for i := range list.Items {
 		seen[list.Items[i].Name] = &list.Items[i]
 	}
-	last := canaryState(seen)
-	fmt.Println("  " + last)
+	printChanges(ctx, w, canaryState(seen), func(obj runtime.Object) (string, bool) {
+		d, isDeployment := obj.(*appsv1.Deployment)
+		if !isDeployment {
+			return "", false
+		}
+		seen[d.Name] = d
+		return canaryState(seen), true
+	})
+	return nil
+}
+
+// printChanges prints first, then, from w until ctx ends, the line state
+// makes of each event's object whenever it differs from the last printed.
+func printChanges(ctx context.Context, w watch.Interface, first string, state func(runtime.Object) (string, bool)) {
+	fmt.Println("  " + first)
 	go func() {
 		defer w.Stop()
+		last := first
 		for {
 			select {
 			case <-ctx.Done():
@@ -181,21 +195,13 @@ func watchCanary(ctx context.Context, sb *sandbox.Sandbox) error {
 				if !ok {
 					return
 				}
-				d, isDeployment := ev.Object.(*appsv1.Deployment)
-				if !isDeployment {
-					continue
-				}
-				mu.Lock()
-				seen[d.Name] = d
-				if s := canaryState(seen); s != last {
+				if s, ok := state(ev.Object); ok && s != last {
 					last = s
 					fmt.Println("  " + s)
 				}
-				mu.Unlock()
 			}
 		}
 	}()
-	return nil
 }
 
 // watchRoute prints, from a watch until ctx ends, the weights of the
@@ -215,27 +221,13 @@ func watchRoute(ctx context.Context, sb *sandbox.Sandbox) error {
 	if err != nil {
 		return err
 	}
-	last := routeWeights(route)
-	fmt.Println("  " + last)
-	go func() {
-		defer w.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case ev, ok := <-w.ResultChan():
-				if !ok {
-					return
-				}
-				if r, isRoute := ev.Object.(*gatewayv1.HTTPRoute); isRoute {
-					if s := routeWeights(r); s != last {
-						last = s
-						fmt.Println("  " + s)
-					}
-				}
-			}
+	printChanges(ctx, w, routeWeights(route), func(obj runtime.Object) (string, bool) {
+		r, isRoute := obj.(*gatewayv1.HTTPRoute)
+		if !isRoute {
+			return "", false
 		}
-	}()
+		return routeWeights(r), true
+	})
 	return nil
 }
 

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/fake"
 	clienttesting "k8s.io/client-go/testing"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gwfake "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned/fake"
@@ -399,32 +400,14 @@ func TestCanaryHTTPRouteNoShareAfterLosingTheClaim(t *testing.T) {
 	controller(t, cs, becomesAvailable)
 	h := recordCanary(t, cs)
 	routes := newRoutes(t, h, stableOnly())
-	taken := false
-	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
-		var ops []struct{ Path, Value any }
-		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
-		if taken || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
-			return false, nil, nil
-		}
-		// The first 90/10 patch: another invocation takes the canary over
-		// (a newer build's claim), and sets the route to 100/0.
-		taken = true
-		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := obj.(*appsv1.Deployment).DeepCopy()
-		r3 := release(3, digest3)
-		d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
-			Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
-		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
-			t.Fatal(err)
-		}
+	// The first 90/10 patch: another invocation takes the canary over
+	// (a newer build's claim), and sets the route to 100/0.
+	onFirstShare(routes, func() {
+		claimByBuild3(t, cs)
 		cur, _ := routes.Tracker().Get(httpRoutesGVR, "prod", "web")
 		if err := fakekube.Bump(routes.Tracker(), httpRoutesGVR, "prod", cur, mustMeta(cur).GetResourceVersion()); err != nil {
 			t.Fatal(err)
 		}
-		return false, nil, nil
 	})
 
 	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
@@ -493,35 +476,15 @@ func TestCanaryHTTPRouteLateWriteTakenBack(t *testing.T) {
 	cs := newClientset(t, stable, canary)
 	controller(t, cs, becomesAvailable)
 	routes := newRoutes(t, nil, stableOnly())
-	taken := false
-	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
-		var ops []struct{ Path, Value any }
-		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
-		if taken || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
-			return false, nil, nil
-		}
-		// Just before the first 90/10 patch applies, a newer build claims
-		// the canary; its reset finds the route at 100/0 and writes nothing.
-		taken = true
-		obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
-		if err != nil {
-			t.Fatal(err)
-		}
-		d := obj.(*appsv1.Deployment).DeepCopy()
-		r3 := release(3, digest3)
-		d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
-			Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
-		if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
-			t.Fatal(err)
-		}
-		return false, nil, nil
-	})
+	// Just before the first 90/10 patch applies, a newer build claims
+	// the canary; its reset finds the route at 100/0 and writes nothing.
+	reached := onFirstShare(routes, func() { claimByBuild3(t, cs) })
 
 	res, err := Canary(context.Background(), kubetest.Adapt(cs), routeTarget(routes), r2, canaryOptions(0))
 	if err != nil || res.Outcome != Skipped || !strings.Contains(res.Reason, "superseded: the newer build build-3") {
 		t.Errorf("Canary = %s %q, %v; want skipped, superseded by build-3", res.Outcome, res.Reason, err)
 	}
-	if !taken {
+	if !reached() {
 		t.Fatal("the route was never weighted 90/10")
 	}
 	r := getRoute(t, routes)
@@ -573,5 +536,38 @@ func TestAbortCanaryWhileItSteps(t *testing.T) {
 	}
 	if diff := cmp.Diff("replicas=0 progress=", fmt.Sprintf("replicas=%d progress=%s", *got.Spec.Replicas, got.Annotations[AnnotationCanary])); diff != "" {
 		t.Errorf("canary after the abort (-want +got):\n%s", diff)
+	}
+}
+
+// onFirstShare calls f, once, when the first patch that gives the canary
+// 10% reaches routes, before it applies; reached reports whether it has.
+func onFirstShare(routes *gwfake.Clientset, f func()) (reached func() bool) {
+	done := false
+	routes.PrependReactor("patch", "httproutes", func(action clienttesting.Action) (bool, runtime.Object, error) {
+		var ops []struct{ Path, Value any }
+		_ = json.Unmarshal(action.(clienttesting.PatchActionImpl).GetPatch(), &ops)
+		if done || len(ops) < 3 || fmt.Sprint(ops[len(ops)-1].Value) != "10" {
+			return false, nil, nil
+		}
+		done = true
+		f()
+		return false, nil, nil
+	})
+	return func() bool { return done }
+}
+
+// claimByBuild3 records, on web-canary, a newer build's claim by another
+// invocation, as its takeover does.
+func claimByBuild3(t *testing.T, cs *fake.Clientset) {
+	obj, err := cs.Tracker().Get(deploymentsGVR, "prod", "web-canary")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := obj.(*appsv1.Deployment).DeepCopy()
+	r3 := release(3, digest3)
+	d.Annotations[AnnotationCanary] = string(mustJSON(canaryProgress{Build: r3.BuildID, CreateTime: r3.CreateTime, Image: r3.Image.String(),
+		Step: 0, Percent: 10, Holder: "other", ClaimedAt: time.Now()}))
+	if err := bump(cs.Tracker(), deploymentsGVR, "prod", d, d.ResourceVersion); err != nil {
+		t.Fatal(err)
 	}
 }
