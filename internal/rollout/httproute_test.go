@@ -105,6 +105,17 @@ func routeTarget(routes *gwfake.Clientset) CanaryTarget {
 	return t
 }
 
+// liveWeights reads route web's split between web and web-canary, as the
+// canary does: "web 100, web-canary 0".
+func liveWeights(t *testing.T, routes *gwfake.Clientset) string {
+	t.Helper()
+	s, err := readSplit(getRoute(t, routes), "web", "web-canary")
+	if err != nil {
+		t.Fatalf("route web: %v", err)
+	}
+	return s.weights()
+}
+
 func getRoute(t *testing.T, routes *gwfake.Clientset) *gatewayv1.HTTPRoute {
 	t.Helper()
 	r, err := routes.GatewayV1().HTTPRoutes("prod").Get(context.Background(), "web", metav1.GetOptions{})
@@ -213,9 +224,8 @@ func TestCanaryHTTPRouteStepsThenPromotes(t *testing.T) {
 	if !strings.Contains(res.Reason, "canary 10% (weights web 90, web-canary 10; 1 replicas beside 3), 50% (weights web 50, web-canary 50; 2 replicas beside 3)") {
 		t.Errorf("reason %q, want it to name each step's weights", res.Reason)
 	}
-	s, err := readSplit(getRoute(t, routes), "web", "web-canary")
-	if err != nil || s.weights() != "web 100, web-canary 0" {
-		t.Errorf("route after the canary: %q %v, want web 100, web-canary 0", s.weights(), err)
+	if diff := cmp.Diff("web 100, web-canary 0", liveWeights(t, routes)); diff != "" {
+		t.Errorf("route after the canary (-want +got):\n%s", diff)
 	}
 }
 
@@ -458,9 +468,7 @@ func TestAbortCanaryHTTPRouteWriteInFlight(t *testing.T) {
 	if !landed {
 		t.Fatal("the canary was never patched")
 	}
-	r := getRoute(t, routes)
-	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
-	if diff := cmp.Diff("100/0", got); diff != "" {
+	if diff := cmp.Diff("web 100, web-canary 0", liveWeights(t, routes)); diff != "" {
 		t.Errorf("route weights after the abort (-want +got):\n%s", diff)
 	}
 }
@@ -487,9 +495,7 @@ func TestCanaryHTTPRouteLateWriteTakenBack(t *testing.T) {
 	if !reached() {
 		t.Fatal("the route was never weighted 90/10")
 	}
-	r := getRoute(t, routes)
-	got := fmt.Sprintf("%d/%d", weight(r.Spec.Rules[0].BackendRefs[0]), weight(r.Spec.Rules[0].BackendRefs[1]))
-	if diff := cmp.Diff("100/0", got); diff != "" {
+	if diff := cmp.Diff("web 100, web-canary 0", liveWeights(t, routes)); diff != "" {
 		t.Errorf("route weights once the canary was claimed by build-3 (-want +got):\n%s", diff)
 	}
 }
