@@ -268,7 +268,7 @@ func (c *canaryRun) once(ctx context.Context) (Result, error) {
 		if p != nil && p.Build == c.r.BuildID && sameImage(sc.Image, c.r.Image.String()) {
 			// Promoted by an invocation that died before it scaled the
 			// canary down.
-			if err := c.toStable(ctx, true); err != nil {
+			if _, err := c.toStable(ctx, always); err != nil {
 				return Result{}, err
 			}
 			res.Reason += fmt.Sprintf("; scaled %s, left at %d%%, to 0", c.t.CanaryDeployment(), p.Percent)
@@ -743,25 +743,29 @@ func (c *canaryRun) promote(ctx context.Context, canary *appsv1.Deployment) (Res
 	if _, err := waitRolledOut(waitCtx, c.client, stable, c.t.Container, c.r.Image.String(), c.o.Timeout); err != nil {
 		return Result{}, fmt.Errorf("promoting: %w", err)
 	}
-	if err := c.toStable(ctx, false); err != nil {
+	if _, err := c.toStable(ctx, c.held); err != nil {
 		return Result{}, err
 	}
 	return res, nil
 }
 
 // toStable takes all traffic back to stable (the HTTPRoute's weights to
-// 100/0, first), then scales the canary to 0 and removes its progress,
-// unless another invocation has claimed it since (force: even then, for an
-// abort). When the weights cannot be set the canary is left running: it
-// may still take traffic.
-func (c *canaryRun) toStable(ctx context.Context, force bool) error {
-	return retry.RetryOnConflict(conflictBackoff, func() error {
+// 100/0, first), then scales the canary to 0 and removes its progress, and
+// returns the patch sent. take decides, from the progress the canary
+// records when it is read (again after a Conflict), whether to: true, or
+// false to leave it as it is (nil), or an error to stop with. When the
+// weights cannot be set the canary is left running: it may still take
+// traffic.
+func (c *canaryRun) toStable(ctx context.Context, take func(*canaryProgress) (bool, error)) ([]byte, error) {
+	var sent []byte
+	err := retry.RetryOnConflict(conflictBackoff, func() error {
 		canary, err := c.get(ctx, c.t.CanaryDeployment())
 		if err != nil {
 			return err
 		}
-		if p, _ := readProgress(canary); !force && (p == nil || p.Holder != c.holder) {
-			return nil
+		p, _ := readProgress(canary)
+		if ok, err := take(p); !ok || err != nil {
+			return err
 		}
 		if c.t.HTTPRoute != "" {
 			if c.weights, err = c.t.setWeights(ctx, 0, false, c.o.DryRun, nil); err != nil {
@@ -772,9 +776,19 @@ func (c *canaryRun) toStable(ctx context.Context, force bool) error {
 			"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
 			"spec":     map[string]any{"replicas": 0},
 		}
-		_, _, err = patchDeployment(ctx, c.client, canary, patch, BlueGreenOptions{})
+		_, sent, err = patchDeployment(ctx, c.client, canary, patch, BlueGreenOptions{DryRun: c.o.DryRun})
 		return err
 	})
+	return sent, err
+}
+
+// always is toStable's take for an abort: whoever holds the canary.
+func always(*canaryProgress) (bool, error) { return true, nil }
+
+// held is toStable's take after a promotion: only while this invocation
+// still holds the canary.
+func (c *canaryRun) held(p *canaryProgress) (bool, error) {
+	return p != nil && p.Holder == c.holder, nil
 }
 
 // abort takes traffic back to stable (the canary to 0), records r as
@@ -788,7 +802,7 @@ func (c *canaryRun) abort(ctx context.Context, i int, pod, why string) error {
 		msg += "pod " + pod + " "
 	}
 	msg += why
-	if err := c.toStable(ctx, true); err != nil {
+	if _, err := c.toStable(ctx, always); err != nil {
 		return fmt.Errorf("%s; taking traffic back from %s failed, traffic may still reach it: %w", msg, c.t.CanaryDeployment(), err)
 	}
 	if err := c.reject(ctx); err != nil {
@@ -838,33 +852,16 @@ func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o O
 		return Result{}, fmt.Errorf("%w: %s records none (annotation %s)", ErrNoCanary, deploymentName(canary), AnnotationCanary)
 	}
 	c.r = Release{BuildID: p.Build, CreateTime: p.CreateTime}
-	if t.HTTPRoute != "" {
-		if _, err := t.setWeights(ctx, 0, false, o.DryRun, nil); err != nil {
-			return Result{}, err
+	// The invocation driving the canary may record a step meanwhile (a
+	// Conflict): still this build's canary, still aborted.
+	patch, err := c.toStable(ctx, func(q *canaryProgress) (bool, error) {
+		if q == nil || q.Build != p.Build {
+			return false, fmt.Errorf("%w: %s no longer records the canary of build %s", errChanged, deploymentName(canary), p.Build)
 		}
-	}
-	patch := map[string]any{
-		"metadata": map[string]any{"annotations": map[string]any{AnnotationCanary: nil}},
-		"spec":     map[string]any{"replicas": 0},
-	}
-	for attempt := 1; ; attempt++ {
-		_, err := c.patchCanary(ctx, canary, patch, o.DryRun)
-		if err == nil {
-			break
-		}
-		if !apierrors.IsConflict(err) || attempt == conflictBackoff.Steps {
-			return Result{}, err
-		}
-		// The invocation driving the canary recorded a step meanwhile:
-		// still this build's canary, still aborted.
-		fresh, gerr := c.get(ctx, t.CanaryDeployment())
-		if gerr != nil {
-			return Result{}, gerr
-		}
-		if q, _ := readProgress(fresh); q == nil || q.Build != p.Build {
-			return Result{}, err
-		}
-		canary = fresh
+		return true, nil
+	})
+	if err != nil {
+		return Result{}, err
 	}
 	if t.HTTPRoute != "" {
 		// The invocation driving the canary checks its claim before each
@@ -874,7 +871,7 @@ func AbortCanary(ctx context.Context, client kube.Interface, t CanaryTarget, o O
 			return Result{}, fmt.Errorf("%s is scaled to 0, but taking traffic back from it failed, traffic may still reach it: %w", t.CanaryDeployment(), err)
 		}
 	}
-	res := Result{Outcome: Deployed, Previous: sc.Image, Patch: mustJSON(patch)}
+	res := Result{Outcome: Deployed, Previous: sc.Image, Patch: patch}
 	if err := c.reject(ctx); err != nil {
 		return Result{}, fmt.Errorf("%s is scaled to 0, traffic is back on %s, but recording build %s as rejected failed (a redelivery may start it again): %w",
 			t.CanaryDeployment(), t.Deployment, p.Build, err)
